@@ -1,0 +1,25 @@
+"""keras_mulrnn: multiplicative recurrent cells (mRNN, mLSTM, mGRU) for Keras 3."""
+
+from keras_mulrnn.cells import MGRUCell, MLSTMCell, MRNNCell, RecurrentCell
+from keras_mulrnn.factory import make_cell, make_layer
+from keras_mulrnn.layers import MGRU, MLSTM, MRNN, RecurrentLayer
+from keras_mulrnn.params import count_params, matching_rank, rank_for_budget, units_for_budget
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MRNNCell",
+    "MLSTMCell",
+    "MGRUCell",
+    "RecurrentCell",
+    "MRNN",
+    "MLSTM",
+    "MGRU",
+    "RecurrentLayer",
+    "make_cell",
+    "make_layer",
+    "count_params",
+    "matching_rank",
+    "rank_for_budget",
+    "units_for_budget",
+]

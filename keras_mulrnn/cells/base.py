@@ -1,0 +1,351 @@
+"""The machinery every recurrent cell of the package shares.
+
+Keras 3 has no `AbstractRNNCell`; `RecurrentCell` is this package's base class. It owns the
+weights, their layout, weight normalization, dropout and the two halves of a step:
+
+1. `project_inputs(x, weights)`: everything that reads only the input, `W_·x x + b` for all
+   gates and `W_mx x` for all groups, in one matrix product. It works on one step `(B, d)` or
+   on a whole sequence `(B, T, d)`, which is how the sequence layers hoist it out of the loop.
+2. `recurrent_step(projected, states, weights)`: what depends on the previous state, `W_mh h`
+   for all groups in one product, the intermediate states `m`, the transitions `W_gm m` (one
+   product for a shared cell, one batched product for equal-sized groups), then the family's
+   gate equations (`_update`, the only thing a family defines).
+
+A cell family (mRNN, mLSTM, mGRU) subclasses `RecurrentCell`, names its gates and writes
+`_update`; the additive control of each family (`transition="additive"`, `U_g h` instead of
+`W_gm m`) goes through the same code, so a comparison differs only in the transition.
+"""
+
+import keras
+from keras import ops
+
+# Keras's `RNN` layer pre-builds one dropout mask per sequence only for cells that inherit
+# this private mixin (an `isinstance` check), so inheriting it is what makes variational
+# dropout work inside `keras.layers.RNN` and keeps the JAX loop pure.
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
+from keras_mulrnn.cells.sharing import resolve_groups, sharing_config
+
+TRANSITIONS = ("multiplicative", "additive")
+
+# The weight matrices, which side of the cell they read, and what each holds. Input-side
+# matrices use the kernel initializer/regularizer/constraint, the others the recurrent ones.
+_INPUT_SIDE = ("kernel", "factor_input_kernel")
+
+# Guards the weight-normalization divisor against an all-zero column.
+_NORM_EPSILON = 1e-12
+
+
+class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
+    """Base class of the package's RNN cells; see the module docstring.
+
+    Subclasses set `gate_names` (canonical order) and `state_count`, and implement
+    `_update(x, r, states)`, where `x[g]` and `r[g]` are the input part (bias included) and
+    the recurrent part of gate `g`'s pre-activation. The constructor arguments are documented
+    on the concrete cells.
+    """
+
+    gate_names = ()
+    state_count = 1
+
+    def __init__(
+        self,
+        units,
+        rank=None,
+        sharing="shared",
+        transition="multiplicative",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        weight_norm=False,
+        seed=None,
+        **kwargs,
+    ):
+        _check_positive_int("units", units)
+        if transition not in TRANSITIONS:
+            raise ValueError(
+                f"Invalid value for argument `transition`: received "
+                f"transition={transition!r}. Allowed: one of {TRANSITIONS}."
+            )
+        if transition == "additive" and rank is not None:
+            raise ValueError(
+                f"Invalid value for argument `rank`: received rank={rank!r} with "
+                f"transition='additive'. An additive cell has no factorization; pass "
+                f"rank=None."
+            )
+        if rank is not None:
+            _check_positive_int("rank", rank)
+        _check_rate("dropout", dropout)
+        _check_rate("recurrent_dropout", recurrent_dropout)
+        super().__init__(**kwargs)
+
+        self.units = units
+        self.transition = transition
+        self.multiplicative = transition == "multiplicative"
+        self.rank = (units if rank is None else rank) if self.multiplicative else None
+        self.groups = resolve_groups(self.gate_names, sharing) if self.multiplicative else ()
+        # Weight columns and pre-activations follow the groups, so that each group's gates
+        # are contiguous; for "shared", "unshared" and canonical partitions this is simply
+        # the canonical order.
+        self.gate_order = (
+            tuple(gate for group in self.groups for gate in group)
+            if self.multiplicative
+            else self.gate_names
+        )
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.recurrent_constraint = keras.constraints.get(recurrent_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.dropout = dropout
+        self.recurrent_dropout = recurrent_dropout
+        self.weight_norm = bool(weight_norm)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed=seed)
+
+        self.state_size = units if self.state_count == 1 else [units] * self.state_count
+        self.output_size = units
+
+    # ------------------------------------------------------------------ weights
+
+    def build(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(_wrap_hint(self, f"input of shape {tuple(input_shape)}"))
+        input_dim = input_shape[-1]
+        width = len(self.gate_order) * self.units
+        self._add_matrix("kernel", (input_dim, width))
+        if self.multiplicative:
+            factor_width = len(self.groups) * self.rank
+            self._add_matrix("factor_input_kernel", (input_dim, factor_width))
+            self._add_matrix("factor_recurrent_kernel", (self.units, factor_width))
+            self._add_matrix("transition_kernel", (self.rank, width))
+        else:
+            self._add_matrix("recurrent_kernel", (self.units, width))
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=(width,),
+                name="bias",
+                initializer=self._bias_initializer(),
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        else:
+            self.bias = None
+
+    def _bias_initializer(self):
+        """The bias initializer; families override it (mLSTM's `unit_forget_bias`)."""
+        return self.bias_initializer
+
+    def _add_matrix(self, name, shape):
+        input_side = name in _INPUT_SIDE
+        direction = self.add_weight(
+            shape=shape,
+            name=name,
+            initializer=self.kernel_initializer if input_side else self.recurrent_initializer,
+            regularizer=self.kernel_regularizer if input_side else self.recurrent_regularizer,
+            constraint=self.kernel_constraint if input_side else self.recurrent_constraint,
+        )
+        setattr(self, name, direction)
+        if self.weight_norm:
+            # One gain per output column, started at the column's norm so that weight
+            # normalization leaves the initial weights exactly as they were.
+            gain = self.add_weight(
+                shape=(shape[1],),
+                name=f"{name}_gain",
+                initializer=lambda shape, dtype=None: _column_norm(direction),
+            )
+            setattr(self, f"{name}_gain", gain)
+
+    def _matrix(self, name):
+        """The effective weight matrix `name`: `g · v / ||v||` with weight normalization."""
+        direction = getattr(self, name)
+        if not self.weight_norm:
+            return direction
+        gain = getattr(self, f"{name}_gain")
+        return direction * (gain / _column_norm(direction))
+
+    def prepared_weights(self):
+        """The weights in the layout the step uses, in the compute dtype.
+
+        Computed once per sequence by the sequence layers (weight normalization, fusing the
+        input-side matrices, arranging groups for a batched product), and once per step when
+        the cell runs inside `keras.layers.RNN`.
+        """
+        dtype = self.compute_dtype
+        input_kernel = self._matrix("kernel")
+        input_bias = self.bias
+        weights = {}
+        if self.multiplicative:
+            factor_width = len(self.groups) * self.rank
+            input_kernel = ops.concatenate(
+                [input_kernel, self._matrix("factor_input_kernel")], axis=1
+            )
+            if input_bias is not None:
+                input_bias = ops.concatenate(
+                    [input_bias, ops.zeros((factor_width,), dtype=input_bias.dtype)]
+                )
+            weights["factor_recurrent"] = ops.cast(
+                self._matrix("factor_recurrent_kernel"), dtype
+            )
+            weights["transition"] = self._arrange_transition(
+                ops.cast(self._matrix("transition_kernel"), dtype)
+            )
+        else:
+            weights["recurrent"] = ops.cast(self._matrix("recurrent_kernel"), dtype)
+        weights["input_kernel"] = ops.cast(input_kernel, dtype)
+        weights["input_bias"] = None if input_bias is None else ops.cast(input_bias, dtype)
+        return weights
+
+    def _arrange_transition(self, transition):
+        """Arranges `W_gm` (rank, gates·units) for the fewest, largest products."""
+        sizes = [len(group) * self.units for group in self.groups]
+        if len(self.groups) == 1:
+            return transition
+        if len(set(sizes)) == 1:
+            # Equal groups: (groups, rank, size) for one batched product over groups.
+            stacked = ops.reshape(transition, (self.rank, len(self.groups), sizes[0]))
+            return ops.transpose(stacked, (1, 0, 2))
+        starts = [sum(sizes[:index]) for index in range(len(sizes))]
+        return [transition[:, start : start + size] for start, size in zip(starts, sizes)]
+
+    # --------------------------------------------------------------------- step
+
+    def project_inputs(self, inputs, weights):
+        """`[W_·x x + b | W_mx x]` for one step `(B, d)` or a whole sequence `(B, T, d)`."""
+        projected = ops.matmul(ops.cast(inputs, self.compute_dtype), weights["input_kernel"])
+        if weights["input_bias"] is not None:
+            projected = projected + weights["input_bias"]
+        return projected
+
+    def recurrent_step(self, projected, states, weights, recurrent_mask=None):
+        """One step from the projected input and the previous states.
+
+        The states keep their own dtype (float32 inside the package's sequence layers under
+        a mixed policy); the products run in the compute dtype.
+        """
+        states = list(states)
+        h = states[0]
+        h_in = h if recurrent_mask is None else h * recurrent_mask
+        h_in = ops.cast(h_in, self.compute_dtype)
+        width = len(self.gate_order) * self.units
+        x_part = projected[..., :width]
+        if self.multiplicative:
+            m = projected[..., width:] * ops.matmul(h_in, weights["factor_recurrent"])
+            r_part = self._transition(m, weights["transition"])
+        else:
+            r_part = ops.matmul(h_in, weights["recurrent"])
+        x_part = self._by_gate(ops.cast(x_part, h.dtype))
+        r_part = self._by_gate(ops.cast(r_part, h.dtype))
+        return self._update(x_part, r_part, states)
+
+    def _transition(self, m, transition):
+        """`W_gm m^G` for every gate, from all groups' intermediate states `m` (B, G·k)."""
+        if len(self.groups) == 1:
+            return ops.matmul(m, transition)
+        if isinstance(transition, list):
+            parts = ops.split(m, len(self.groups), axis=-1)
+            return ops.concatenate(
+                [ops.matmul(part, kernel) for part, kernel in zip(parts, transition)], axis=-1
+            )
+        grouped = ops.reshape(m, (-1, len(self.groups), self.rank))
+        out = ops.einsum("bgk,gks->bgs", grouped, transition)
+        return ops.reshape(out, (-1, len(self.gate_order) * self.units))
+
+    def _by_gate(self, tensor):
+        return dict(zip(self.gate_order, ops.split(tensor, len(self.gate_order), axis=-1)))
+
+    def _update(self, x, r, states):
+        raise NotImplementedError
+
+    def call(self, inputs, states=None, training=False):
+        if states is None or len(inputs.shape) != 2:
+            raise ValueError(_wrap_hint(self, f"input of shape {tuple(inputs.shape)}"))
+        states = list(states) if isinstance(states, (list, tuple)) else [states]
+        if training and self.dropout > 0:
+            inputs = inputs * self.get_dropout_mask(inputs)
+        recurrent_mask = None
+        if training and self.recurrent_dropout > 0:
+            recurrent_mask = self.get_recurrent_dropout_mask(states[0])
+        weights = self.prepared_weights()
+        return self.recurrent_step(
+            self.project_inputs(inputs, weights), states, weights, recurrent_mask
+        )
+
+    def get_initial_state(self, batch_size=None):
+        return [
+            ops.zeros((batch_size, self.units), dtype=self.variable_dtype)
+            for _ in range(self.state_count)
+        ]
+
+    # ------------------------------------------------------------ serialization
+
+    def get_config(self):
+        config = {
+            "units": self.units,
+            "use_bias": self.use_bias,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            "recurrent_regularizer": keras.regularizers.serialize(self.recurrent_regularizer),
+            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+            "recurrent_constraint": keras.constraints.serialize(self.recurrent_constraint),
+            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "weight_norm": self.weight_norm,
+            "seed": self.seed,
+            "transition": self.transition,
+            "rank": self.rank,
+        }
+        if len(self.gate_names) > 1:
+            config["sharing"] = (
+                sharing_config(self.groups, self.gate_names) if self.multiplicative else "shared"
+            )
+        return {**super().get_config(), **config}
+
+
+def _column_norm(matrix):
+    return ops.sqrt(ops.sum(ops.square(matrix), axis=0) + _NORM_EPSILON)
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: received {name}={value!r}. "
+            f"Allowed: a positive integer."
+        )
+
+
+def _check_rate(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: received {name}={value!r}. "
+            f"Allowed: a float in [0, 1)."
+        )
+
+
+def _wrap_hint(cell, received):
+    name = type(cell).__name__
+    layer = name[: -len("Cell")] if name.endswith("Cell") else name
+    return (
+        f"{name} is a recurrent *cell*: it processes one time step `(batch, features)` "
+        f"together with its states, but it received {received} without states. To process "
+        f"sequences `(batch, time, features)`, wrap it as `keras.layers.RNN({name}(...))` "
+        f"or use the sequence layer `keras_mulrnn.{layer}(...)`."
+    )

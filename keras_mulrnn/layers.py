@@ -1,0 +1,147 @@
+"""Sequence layers `MRNN`, `MLSTM`, `MGRU`: the cells run over whole sequences.
+
+Each is a `keras.layers.RNN` over its cell (so every `RNN` argument works: `return_sequences`,
+`return_state`, `go_backwards`, `stateful`, `unroll`, masks) with one difference in how the
+loop runs: the input side of every time step, `W_·x x_t + b` and `W_mx x_t`, is computed in
+one matrix product before the recurrence, and the weights are prepared (weight-normalized,
+fused, arranged by group) once per sequence instead of once per step. The results are those
+of running the cell step by step.
+"""
+
+import keras
+from keras import ops
+
+# The backend-neutral recurrence loop that `keras.layers.RNN` itself runs (a `tf.while_loop`
+# on TensorFlow, `lax.scan` on JAX); Keras does not export it publicly.
+from keras.src.backend import rnn as backend_rnn
+
+from keras_mulrnn.cells import MGRUCell, MLSTMCell, MRNNCell
+
+# Arguments of `keras.layers.Layer` that belong to the sequence layer, not to its cell.
+_LAYER_ARGUMENTS = ("name", "trainable", "input_shape", "batch_input_shape", "batch_size")
+
+
+class RecurrentLayer(keras.layers.RNN):
+    """Base class of the sequence layers; subclasses set `cell_class`.
+
+    Args:
+        units: positive int, the size of the hidden state.
+        return_sequences, return_state, go_backwards, stateful, unroll, zero_output_for_mask:
+            as for `keras.layers.RNN`.
+        **kwargs: the cell's arguments (`rank`, `sharing`, `transition`, `dropout`, ...; see
+            the cell's docstring) and the layer's (`name`, `dtype`, `trainable`).
+    """
+
+    cell_class = None
+
+    def __init__(
+        self,
+        units,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        zero_output_for_mask=False,
+        **kwargs,
+    ):
+        layer_kwargs = {key: kwargs.pop(key) for key in _LAYER_ARGUMENTS if key in kwargs}
+        cell = self.cell_class(
+            units,
+            dtype=kwargs.pop("dtype", None),
+            trainable=layer_kwargs.get("trainable", True),
+            name="cell",
+            **kwargs,
+        )
+        super().__init__(
+            cell,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            go_backwards=go_backwards,
+            stateful=stateful,
+            unroll=unroll,
+            zero_output_for_mask=zero_output_for_mask,
+            dtype=cell.dtype_policy,
+            **layer_kwargs,
+        )
+        self.input_spec = keras.layers.InputSpec(ndim=3)
+
+    @property
+    def units(self):
+        return self.cell.units
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        cell = self.cell
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        # `RNN.call` has already drawn this sequence's dropout masks; reuse them.
+        if training and cell.dropout > 0:
+            input_mask = cell.get_dropout_mask(sequences[:, 0, :])
+            sequences = sequences * ops.expand_dims(input_mask, 1)
+        recurrent_mask = None
+        if training and cell.recurrent_dropout > 0:
+            recurrent_mask = cell.get_recurrent_dropout_mask(initial_state[0])
+        weights = cell.prepared_weights()
+        projected = cell.project_inputs(sequences, weights)
+        # Carry the states in the variable dtype (float32 under a mixed policy): the cell
+        # state sums over many steps and would drift in bfloat16.
+        initial_state = [ops.cast(state, cell.variable_dtype) for state in initial_state]
+
+        def step(projected_t, states):
+            return cell.recurrent_step(projected_t, states, weights, recurrent_mask)
+
+        return backend_rnn(
+            step,
+            projected,
+            initial_state,
+            go_backwards=self.go_backwards,
+            mask=mask,
+            unroll=self.unroll,
+            input_length=sequences.shape[1],
+            zero_output_for_mask=self.zero_output_for_mask,
+            return_all_outputs=self.return_sequences,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        cell_config = config.pop("cell")["config"]
+        for key in ("name", "dtype", "trainable"):
+            cell_config.pop(key, None)
+        return {**config, **cell_config}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_mulrnn")
+class MRNN(RecurrentLayer):
+    """Multiplicative RNN layer over sequences; equations and arguments in `MRNNCell`."""
+
+    cell_class = MRNNCell
+
+
+@keras.saving.register_keras_serializable(package="keras_mulrnn")
+class MLSTM(RecurrentLayer):
+    """Multiplicative LSTM layer over sequences; equations and arguments in `MLSTMCell`.
+
+    Example:
+
+    ```python
+    model = keras.Sequential([
+        keras.Input((100,)),
+        keras.layers.Embedding(205, 64),
+        keras_mulrnn.MLSTM(512, sharing="unshared", rank=256, return_sequences=True),
+        keras.layers.Dense(205),
+    ])
+    ```
+    """
+
+    cell_class = MLSTMCell
+
+
+@keras.saving.register_keras_serializable(package="keras_mulrnn")
+class MGRU(RecurrentLayer):
+    """Multiplicative GRU layer over sequences; equations and arguments in `MGRUCell`."""
+
+    cell_class = MGRUCell

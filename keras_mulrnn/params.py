@@ -1,0 +1,97 @@
+"""Exact parameter counts (DESIGN.md section 2) and ranks or sizes for an equal budget.
+
+With `N` gates, `G` groups, input size `d`, `n` units and rank `k`:
+
+    multiplicative:  G·(d·k + n·k) + N·d·n + N·k·n + N·n
+    additive:        N·d·n + N·n·n + N·n
+
+(the last term is the biases). Weight normalization adds one gain per output column of every
+matrix: `2·N·n + 2·G·k` multiplicative, `2·N·n` additive. The counts follow from the
+equations alone; the tests check them against `model.count_params()`.
+"""
+
+from keras_mulrnn.cells import resolve_groups
+from keras_mulrnn.factory import cell_class, transition_arguments
+
+
+def count_params(
+    family, parametrization, units, input_dim, rank=None, use_bias=True, weight_norm=False
+):
+    """The number of weights of one cell, biases and weight-norm gains included."""
+    gates = len(cell_class(family).gate_names)
+    arguments = transition_arguments(family, parametrization)
+    n, d = units, input_dim
+    count = gates * d * n + (gates * n if use_bias else 0)
+    gains = 2 * gates * n if weight_norm else 0
+    if arguments["transition"] == "additive":
+        count += gates * n * n
+    else:
+        k = units if rank is None else rank
+        groups = len(resolve_groups(cell_class(family).gate_names, arguments["sharing"]))
+        count += groups * (d * k + n * k) + gates * k * n
+        gains += 2 * groups * k if weight_norm else 0
+    return count + gains
+
+
+def rank_for_budget(
+    family, parametrization, units, input_dim, budget, use_bias=True, weight_norm=False
+):
+    """The rank that brings a multiplicative cell closest to `budget` parameters.
+
+    Raises `ValueError` if even rank 1 exceeds the budget, or for an additive
+    parametrization (it has no rank: use `units_for_budget`).
+    """
+    if transition_arguments(family, parametrization)["transition"] == "additive":
+        raise ValueError(
+            "An additive cell has no rank to adjust; use `units_for_budget` to size it."
+        )
+
+    def count(rank):
+        return count_params(
+            family, parametrization, units, input_dim, rank, use_bias, weight_norm
+        )
+
+    per_rank = count(2) - count(1)  # the count is linear in the rank
+    rank = max(1, round((budget - count(1)) / per_rank) + 1)
+    if count(rank) > budget and rank == 1:
+        raise ValueError(
+            f"Invalid value for argument `budget`: received budget={budget}, but a "
+            f"{family}/{parametrization} cell with units={units} and input_dim={input_dim} "
+            f"has {count(1)} parameters at rank 1. Give a larger budget or fewer units."
+        )
+    return rank
+
+
+def matching_rank(family, parametrization, units, input_dim, like="shared", like_rank=None):
+    """The rank at which `parametrization` has the parameter count of `like` at `like_rank`.
+
+    E.g. `matching_rank("lstm", "unshared", 512, 64)` is the rank of an unshared mLSTM as large
+    as a shared one of rank 512.
+    """
+    budget = count_params(family, like, units, input_dim, like_rank)
+    return rank_for_budget(family, parametrization, units, input_dim, budget)
+
+
+def units_for_budget(family, parametrization, input_dim, budget, rank_ratio=1.0):
+    """The number of units that brings a cell closest to `budget` parameters.
+
+    Multiplicative cells keep `rank = max(1, round(rank_ratio · units))`.
+    """
+    if budget <= 0:
+        raise ValueError(
+            f"Invalid value for argument `budget`: received budget={budget}. "
+            f"Allowed: a positive integer."
+        )
+    additive = transition_arguments(family, parametrization)["transition"] == "additive"
+
+    def count(units):
+        rank = None if additive else max(1, round(rank_ratio * units))
+        return count_params(family, parametrization, units, input_dim, rank)
+
+    low, high = 1, 1
+    while count(high) < budget:
+        low, high = high, high * 2
+    while high - low > 1:  # the count grows with the units: bisect
+        middle = (low + high) // 2
+        low, high = (middle, high) if count(middle) < budget else (low, middle)
+    return min((low, high), key=lambda units: abs(count(units) - budget))

@@ -1,0 +1,89 @@
+"""Parameter counts against DESIGN.md's formulas and `count_params()`; budget matching."""
+
+import keras
+import pytest
+
+import keras_mulrnn as km
+
+
+def design_formula(family, groups, d, n, k):
+    """DESIGN.md section 2, verbatim."""
+    if family == "lstm":
+        return groups * (d * k + n * k) + 4 * d * n + 4 * k * n + 4 * n
+    if family == "gru":
+        return groups * (d * k + n * k) + 3 * d * n + 3 * k * n + 3 * n
+    return d * k + n * k + d * n + k * n + n
+
+
+CASES = [
+    ("lstm", "shared", 1), ("lstm", "unshared", 4), ("lstm", (("i", "f", "o"), ("u",)), 2),
+    ("gru", "shared", 1), ("gru", "unshared", 3), ("gru", (("z", "r"), ("h",)), 2),
+    ("rnn", "shared", 1),
+]
+
+
+@pytest.mark.parametrize("family,sharing,groups", CASES)
+@pytest.mark.parametrize("d,n,k", [(64, 512, 512), (7, 10, 3), (5, 6, 11)])
+def test_count_equals_formula_and_keras(family, sharing, groups, d, n, k):
+    want = design_formula(family, groups, d, n, k)
+    assert km.count_params(family, sharing, n, d, k) == want
+    layer = km.make_layer(family, sharing, units=n, rank=k)
+    model = keras.Sequential([keras.Input((3, d)), layer])
+    assert model.count_params() == want
+
+
+@pytest.mark.parametrize("family,gates", [("rnn", 1), ("lstm", 4), ("gru", 3)])
+def test_additive_and_weight_norm_and_no_bias_counts(family, gates):
+    d, n, k = 9, 12, 7
+    additive = gates * (d * n + n * n + n)
+    assert km.count_params(family, "additive", n, d) == additive
+    assert km.count_params(family, "additive", n, d, weight_norm=True) == additive + 2 * gates * n
+    shared = design_formula(family, 1, d, n, k)
+    assert km.count_params(family, "shared", n, d, k, weight_norm=True) == (
+        shared + 2 * gates * n + 2 * k)
+    assert km.count_params(family, "shared", n, d, k, use_bias=False) == shared - gates * n
+    for options in ({"weight_norm": True}, {"use_bias": False}, {}):
+        for sharing, rank in (("additive", None), ("shared", k)):
+            layer = km.make_layer(family, sharing, units=n, rank=rank, **options)
+            model = keras.Sequential([keras.Input((3, d)), layer])
+            assert model.count_params() == km.count_params(family, sharing, n, d, rank, **options)
+
+
+def test_mlstm_table_of_the_note():
+    """mLSTM at n=512, d=64, k=512: shared vs unshared (the closing note's table)."""
+    assert km.count_params("lstm", "shared", 512, 64, 512) == 1 * (64 * 512 + 512 * 512) + (
+        4 * 64 * 512 + 4 * 512 * 512 + 4 * 512) == 1_476_608
+    assert km.count_params("lstm", "unshared", 512, 64, 512) == 2_361_344
+    assert km.count_params("lstm", "additive", 512, 64) == 1_181_696
+
+
+@pytest.mark.parametrize("family,sharing", [
+    ("lstm", "unshared"), ("lstm", (("i", "f", "o"), ("u",))), ("gru", "unshared"),
+])
+@pytest.mark.parametrize("n,d", [(512, 64), (128, 50), (40, 205)])
+def test_matching_rank_equalizes_budgets(family, sharing, n, d):
+    target = km.count_params(family, "shared", n, d)
+    rank = km.matching_rank(family, sharing, n, d, like="shared")
+    assert rank < n
+    got = km.count_params(family, sharing, n, d, rank)
+    assert abs(got - target) / target < 0.01
+
+
+@pytest.mark.parametrize("family,sharing", [
+    ("lstm", "additive"), ("lstm", "shared"), ("lstm", "unshared"), ("gru", "additive"),
+    ("rnn", "shared"),
+])
+def test_units_for_budget(family, sharing):
+    budget = 300_000
+    units = km.units_for_budget(family, sharing, 64, budget)
+    rank = None if sharing == "additive" else units
+    assert abs(km.count_params(family, sharing, units, 64, rank) - budget) / budget < 0.01
+
+
+def test_budget_errors_are_clear():
+    with pytest.raises(ValueError, match="budget=10"):
+        km.rank_for_budget("lstm", "shared", 512, 64, 10)
+    with pytest.raises(ValueError, match="units_for_budget"):
+        km.rank_for_budget("lstm", "additive", 512, 64, 10**6)
+    with pytest.raises(ValueError, match="family='transformer'"):
+        km.count_params("transformer", "shared", 8, 8)
