@@ -17,6 +17,7 @@ setup(
         "keras>=3.15,<4",
         "tensorflow>=2.21",
         "numpy>=1.26",
+        "tensorboard>=2.21",
     ],
     extras_require={
         "tests": ["pytest>=8.0"],

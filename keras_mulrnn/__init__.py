@@ -4,6 +4,10 @@ from keras_mulrnn.cells import MGRUCell, MLSTMCell, MRNNCell, RecurrentCell
 from keras_mulrnn.factory import make_cell, make_layer
 from keras_mulrnn.layers import MGRU, MLSTM, MRNN, RecurrentLayer
 from keras_mulrnn.params import count_params, matching_rank, rank_for_budget, units_for_budget
+from keras_mulrnn.model import BitsPerCharacter, CharLanguageModel
+from keras_mulrnn.evaluation import evaluate_bpc
+from keras_mulrnn.generation import generate
+from keras_mulrnn.training import TrainConfig, train
 
 __version__ = "0.1.0"
 
@@ -22,4 +26,10 @@ __all__ = [
     "matching_rank",
     "rank_for_budget",
     "units_for_budget",
+    "CharLanguageModel",
+    "BitsPerCharacter",
+    "evaluate_bpc",
+    "generate",
+    "TrainConfig",
+    "train",
 ]

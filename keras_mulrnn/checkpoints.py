@@ -1,0 +1,127 @@
+"""Training checkpoints: weights, optimizer state, step, carried recurrent state and the
+states of the dropout random generators (so that a resumed run draws the same masks).
+
+Each checkpoint is a directory `ckpt-STEP/` written under a temporary name and renamed into
+place only when complete, so a crash mid-write never leaves a checkpoint that looks whole;
+the previous ones stay until a newer one is complete. On restore, a checkpoint that cannot
+be read is reported and the one before it is used.
+"""
+
+import json
+import os
+import shutil
+import warnings
+
+import numpy as np
+
+PREFIX = "ckpt-"
+META = "meta.json"  # written last: its presence marks a complete checkpoint
+
+
+class CheckpointManager:
+    """Saves and restores `CharLanguageModel` training checkpoints in `directory`.
+
+    Args:
+        directory: where the `ckpt-STEP/` directories live (created if missing).
+        keep: how many of the newest checkpoints to keep.
+    """
+
+    def __init__(self, directory, keep=2):
+        self.directory = os.fspath(directory)
+        self.keep = keep
+        os.makedirs(self.directory, exist_ok=True)
+
+    def steps(self):
+        """Steps of the complete checkpoints, oldest first."""
+        found = []
+        for name in os.listdir(self.directory):
+            path = os.path.join(self.directory, name)
+            if name.startswith(PREFIX) and os.path.exists(os.path.join(path, META)):
+                found.append(int(name[len(PREFIX) :]))
+        return sorted(found)
+
+    def path(self, step):
+        return os.path.join(self.directory, f"{PREFIX}{step:09d}")
+
+    def save(self, model, meta):
+        """Writes a checkpoint at the model's optimizer step; returns its path."""
+        step = int(model.optimizer.iterations.numpy())
+        final = self.path(step)
+        if os.path.exists(os.path.join(final, META)):
+            return final
+        temporary = os.path.join(self.directory, f".tmp-{PREFIX}{step:09d}")
+        shutil.rmtree(temporary, ignore_errors=True)
+        os.makedirs(temporary)
+        try:
+            model.save_weights(os.path.join(temporary, "model.weights.h5"))
+            np.savez(
+                os.path.join(temporary, "carry.npz"),
+                *[state.numpy() for state in model.carried_states],
+            )
+            np.savez(
+                os.path.join(temporary, "random.npz"),
+                *[v.numpy() for v in _random_states(model)],
+            )
+            with open(os.path.join(temporary, META), "w") as handle:
+                json.dump({**meta, "step": step}, handle, indent=1)
+            shutil.rmtree(final, ignore_errors=True)
+            os.rename(temporary, final)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        for old in self.steps()[: -self.keep]:
+            shutil.rmtree(self.path(old), ignore_errors=True)
+        return final
+
+    def restore_latest(self, model, check=None):
+        """Loads the newest readable checkpoint into `model` (built, compiled, carry started);
+        returns its metadata, or None when there is none.
+
+        `check(meta)` runs before anything is loaded and may raise to refuse a checkpoint
+        that does not fit the run (other settings or vocabulary).
+
+        Raises `RuntimeError` when there are checkpoints but none can be read.
+        """
+        steps = self.steps()
+        for step in reversed(steps):
+            path = self.path(step)
+            try:
+                with open(os.path.join(path, META)) as handle:
+                    meta = json.load(handle)
+            except (OSError, ValueError) as error:
+                _warn_unreadable(path, error)
+                continue
+            if check is not None:
+                check(meta)
+            try:
+                model.load_weights(os.path.join(path, "model.weights.h5"))
+                for name, variables in (("carry", model.carried_states),
+                                        ("random", _random_states(model))):
+                    with np.load(os.path.join(path, f"{name}.npz")) as saved:
+                        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+                    for variable, value in zip(variables, values, strict=True):
+                        variable.assign(value)
+                return meta
+            except Exception as error:  # a damaged checkpoint: fall back to the previous one
+                _warn_unreadable(path, error)
+        if steps:
+            raise RuntimeError(
+                f"None of the checkpoints in {self.directory!r} could be read (see the "
+                f"warnings above). Start a new run in another --output directory."
+            )
+        return None
+
+
+def _warn_unreadable(path, error):
+    warnings.warn(
+        f"Checkpoint {path!r} could not be read ({type(error).__name__}: {error}); trying the "
+        f"previous one.",
+        stacklevel=3,
+    )
+
+
+def _random_states(model):
+    """The dropout seed generators' state variables, which `save_weights` leaves out, in the
+    model's own (deterministic) order; their names depend on what else the process built."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights and "seed_generator" in v.path]

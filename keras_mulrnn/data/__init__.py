@@ -1,0 +1,24 @@
+"""Corpora, vocabularies and truncated-BPTT batches for character language modelling."""
+
+from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
+from keras_mulrnn.data.corpora import (
+    Corpus,
+    load_enwik8,
+    load_ptb,
+    load_text,
+    load_tfds,
+    split_by_fractions,
+)
+from keras_mulrnn.data.vocabulary import Vocabulary
+
+__all__ = [
+    "Corpus",
+    "Vocabulary",
+    "TBPTTBatches",
+    "ShuffledWindows",
+    "load_enwik8",
+    "load_ptb",
+    "load_text",
+    "load_tfds",
+    "split_by_fractions",
+]

@@ -1,0 +1,256 @@
+"""Corpora for character language modelling, all loaded into one interface: `Corpus`.
+
+Each split is one compact integer array of symbol ids (uint8 for up to 256 symbols), never a
+Python string, so enwik8's 100M bytes take 100 MB. Sources (DESIGN.md section 3): enwik8
+(downloaded or a local file), Penn Treebank characters, any text or byte file, and TFDS text
+datasets.
+"""
+
+import dataclasses
+import os
+import socket
+import warnings
+import zipfile
+
+import numpy as np
+
+from keras_mulrnn.data.vocabulary import Vocabulary
+
+ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
+ENWIK8_SIZE = 100_000_000
+ENWIK8_SPLIT = (90_000_000, 5_000_000, 5_000_000)
+DEFAULT_FRACTIONS = (0.9, 0.05, 0.05)
+PTB_FILES = {split: f"ptb.char.{split}.txt" for split in ("train", "valid", "test")}
+
+
+@dataclasses.dataclass
+class Corpus:
+    """Three splits of symbol ids and the vocabulary that maps them."""
+
+    name: str
+    vocabulary: Vocabulary
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+    def split(self, name):
+        if name not in ("train", "valid", "test"):
+            raise ValueError(
+                f"Invalid split {name!r}. Allowed: 'train', 'valid', 'test'."
+            )
+        return getattr(self, name)
+
+
+def check_file(path, what="data file"):
+    """Raises a clear error unless `path` is a readable, non-empty file."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"The {what} {path!r} does not exist. Check the path.")
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"The {what} {path!r} is a directory; a file is expected here."
+        )
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"The {what} {path!r} is empty. Give a file with text in it.")
+    return path
+
+
+def split_by_fractions(ids, fractions=DEFAULT_FRACTIONS):
+    """Contiguous train/valid/test slices of `ids` in the given fractions (views, no copy)."""
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(
+            f"Invalid value for argument `fractions`: received {fractions!r}. Allowed: three "
+            f"positive fractions (train, valid, test) that sum to 1."
+        )
+    n_train = int(round(len(ids) * fractions[0]))
+    n_valid = int(round(len(ids) * fractions[1]))
+    return ids[:n_train], ids[n_train : n_train + n_valid], ids[n_train + n_valid :]
+
+
+def corpus_from_bytes(name, data, fractions=DEFAULT_FRACTIONS):
+    """A byte-level corpus from raw bytes."""
+    vocabulary = Vocabulary.from_data(data, "byte")
+    ids = vocabulary.encode(data, what=name)
+    return Corpus(name, vocabulary, *split_by_fractions(ids, fractions))
+
+
+def corpus_from_text(name, text, fractions=DEFAULT_FRACTIONS):
+    """A character-level corpus from a str."""
+    vocabulary = Vocabulary.from_data(text, "char")
+    ids = vocabulary.encode(text, what=name)
+    return Corpus(name, vocabulary, *split_by_fractions(ids, fractions))
+
+
+def load_text(path, kind="char", fractions=DEFAULT_FRACTIONS):
+    """Any text (`kind="char"`, UTF-8) or byte (`kind="byte"`) file, split by fractions."""
+    path = check_file(path)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    name = os.path.basename(path)
+    if kind == "byte":
+        return corpus_from_bytes(name, data, fractions)
+    if kind != "char":
+        raise ValueError(
+            f"Invalid value for argument `kind`: received kind={kind!r}. Allowed: 'char', 'byte'."
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path!r} is not valid UTF-8 (byte {error.start}: {error.reason}). Read it as "
+            f"bytes instead (kind='byte', or --kind byte in the scripts)."
+        ) from None
+    return corpus_from_text(name, text, fractions)
+
+
+def load_enwik8(path=None, cache_dir=None):
+    """enwik8: 100,000,000 bytes, byte vocabulary, 90M / 5M / 5M (DESIGN.md section 3).
+
+    Args:
+        path: a local `enwik8` or `enwik8.zip`; any other byte file is accepted with a warning
+            and split 90% / 5% / 5%. Without it the zip is downloaded once into the Keras cache.
+        cache_dir: where to cache the download (default `~/.keras`).
+    """
+    if path is None:
+        path = _download_enwik8(cache_dir)
+    path = check_file(path)
+    data = _read_maybe_zipped(path)
+    if len(data) != ENWIK8_SIZE:
+        warnings.warn(
+            f"{path!r} holds {len(data):,} bytes, not enwik8's {ENWIK8_SIZE:,}: it is not "
+            f"enwik8, so it is split {DEFAULT_FRACTIONS} by fraction and the results are not "
+            f"comparable to published enwik8 figures.",
+            stacklevel=2,
+        )
+        return corpus_from_bytes(os.path.basename(path), data, DEFAULT_FRACTIONS)
+    vocabulary = Vocabulary.from_data(data, "byte")
+    ids = vocabulary.encode(data, what="enwik8")
+    n_train, n_valid, _ = ENWIK8_SPLIT
+    return Corpus(
+        "enwik8", vocabulary, ids[:n_train], ids[n_train : n_train + n_valid],
+        ids[n_train + n_valid :],
+    )
+
+
+def _read_maybe_zipped(path):
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            return handle.read()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [info for info in archive.infolist() if not info.is_dir()]
+            if len(members) != 1:
+                raise ValueError(
+                    f"{path!r} holds {len(members)} files; an enwik8.zip holds one. Pass the "
+                    f"unzipped file instead."
+                )
+            return archive.read(members[0])  # checks the CRC: a corrupt member raises
+    except zipfile.BadZipFile as error:
+        raise ValueError(f"{path!r} is a damaged zip file ({error}).") from None
+
+
+def _download_enwik8(cache_dir):
+    import keras
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(15)  # offline, fail in seconds rather than hang
+    try:
+        path = keras.utils.get_file(
+            "enwik8.zip", origin=ENWIK8_URL, cache_dir=cache_dir, cache_subdir="datasets"
+        )
+    except Exception as error:
+        raise ConnectionError(
+            f"Could not download enwik8 from {ENWIK8_URL} ({type(error).__name__}: {error}). "
+            f"Without a network, download enwik8.zip elsewhere and pass it with "
+            f"--data PATH/enwik8.zip (or load_enwik8(path=...))."
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    # A partial or corrupt download must never pass for the real file: check it, and remove
+    # it from the cache if it is wrong so that the next run downloads it again.
+    try:
+        size = _zip_member_size(path)
+    except (zipfile.BadZipFile, ValueError):
+        size = None
+    if size != ENWIK8_SIZE:
+        os.remove(path)
+        raise ValueError(
+            f"The downloaded {path!r} is incomplete or corrupt (unzipped size {size}, "
+            f"expected {ENWIK8_SIZE:,}); it was removed. Run again to download it anew."
+        )
+    return path
+
+
+def _zip_member_size(path):
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        if len(members) != 1:
+            raise ValueError("not a single-file zip")
+        return members[0].file_size
+
+
+def read_ptb_tokens(path):
+    """The symbols of a Mikolov-format PTB character file: space-separated tokens (`_` is a
+    word boundary) and one `"\\n"` symbol per line break."""
+    path = check_file(path, "Penn Treebank file")
+    tokens = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            tokens.extend(line.split())
+            tokens.append("\n")
+    return tokens
+
+
+def load_ptb(directory):
+    """Penn Treebank characters from `directory/ptb.char.{train,valid,test}.txt`."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise NotADirectoryError(
+            f"{directory!r} is not a directory. Pass the directory that holds "
+            f"{', '.join(PTB_FILES.values())}."
+        )
+    splits = {}
+    for split, filename in PTB_FILES.items():
+        path = os.path.join(directory, filename)
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{path!r} is missing: the Penn Treebank character corpus needs "
+                f"{', '.join(PTB_FILES.values())} in {directory!r}."
+            )
+        splits[split] = read_ptb_tokens(path)
+    vocabulary = Vocabulary.from_data(
+        [token for tokens in splits.values() for token in tokens], "char"
+    )
+    return Corpus(
+        "ptb_char", vocabulary,
+        *(vocabulary.encode(splits[s], what=PTB_FILES[s]) for s in ("train", "valid", "test")),
+    )
+
+
+def load_tfds(name, kind="char", splits=("train", "validation", "test"), data_dir=None):
+    """A TFDS text dataset (e.g. "tiny_shakespeare"): each split's texts joined by newlines."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ImportError(
+            "TFDS datasets need tensorflow-datasets: pip install -e '.[tfds]'."
+        ) from None
+    texts = []
+    for split in splits:
+        try:
+            dataset = tfds.load(name, split=split, data_dir=data_dir)
+        except Exception as error:
+            raise ValueError(
+                f"Could not load TFDS dataset {name!r}, split {split!r} "
+                f"({type(error).__name__}: {error}). Offline, TFDS can only read datasets "
+                f"already prepared in its data directory."
+            ) from None
+        parts = [example["text"].numpy() for example in dataset]
+        texts.append(b"\n".join(parts))
+    if kind == "byte":
+        data = b"".join(texts)
+        vocabulary = Vocabulary.from_data(data, "byte")
+    else:
+        texts = [text.decode("utf-8") for text in texts]
+        vocabulary = Vocabulary.from_data("".join(texts), "char")
+    return Corpus(name, vocabulary, *(vocabulary.encode(t, what=name) for t in texts))

@@ -1,0 +1,102 @@
+"""The mapping between symbols and integer ids, saved with every model.
+
+A vocabulary is either *byte* (symbols are byte values, the text is read as raw bytes, as for
+enwik8) or *char* (symbols are Unicode characters, or whole tokens for Penn Treebank). Ids are
+assigned in sorted symbol order. A symbol outside the vocabulary is an error that names it:
+never a silent wrong index.
+"""
+
+import numpy as np
+
+KINDS = ("byte", "char")
+
+
+class Vocabulary:
+    """Symbols ↔ ids.
+
+    Args:
+        symbols: the distinct symbols (ints 0..255 for `kind="byte"`, strings for "char").
+        kind: `"byte"` or `"char"`.
+    """
+
+    def __init__(self, symbols, kind="char"):
+        if kind not in KINDS:
+            raise ValueError(
+                f"Invalid value for argument `kind`: received kind={kind!r}. Allowed: {KINDS}."
+            )
+        symbols = sorted(set(symbols))
+        if not symbols:
+            raise ValueError("A vocabulary needs at least one symbol; the data was empty.")
+        if kind == "byte" and not all(isinstance(s, int) and 0 <= s < 256 for s in symbols):
+            raise ValueError("A byte vocabulary holds integers in [0, 255].")
+        self.kind = kind
+        self.symbols = symbols
+        self._ids = {symbol: index for index, symbol in enumerate(symbols)}
+        if kind == "byte":
+            # Byte id lookup is one table gather over the whole corpus: -1 marks unknown.
+            self._table = np.full(256, -1, dtype=np.int32)
+            self._table[symbols] = np.arange(len(symbols))
+
+    def __len__(self):
+        return len(self.symbols)
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, Vocabulary)
+            and self.kind == other.kind
+            and self.symbols == other.symbols
+        )
+
+    @classmethod
+    def from_data(cls, data, kind):
+        """The vocabulary of `data`: bytes (or a uint8 array) for "byte", str or tokens for
+        "char"."""
+        if kind == "byte":
+            counts = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256)
+            return cls([int(b) for b in np.nonzero(counts)[0]], "byte")
+        return cls(set(data), kind)
+
+    @property
+    def dtype(self):
+        """The smallest unsigned integer type that holds every id (the corpus is stored so)."""
+        return np.uint8 if len(self) <= 256 else np.uint16 if len(self) <= 65536 else np.int32
+
+    def encode(self, data, what="the data"):
+        """Ids of `data` (bytes for "byte"; str or sequence of tokens for "char")."""
+        if self.kind == "byte":
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            raw = np.frombuffer(bytes(data) if not isinstance(data, np.ndarray) else data,
+                                dtype=np.uint8)
+            ids = self._table[raw]
+            unknown = np.nonzero(ids < 0)[0]
+            if unknown.size:
+                position = int(unknown[0])
+                raise ValueError(
+                    f"{what} holds byte {int(raw[position])} (at position {position}) that "
+                    f"the vocabulary never saw ({len(self)} known bytes). Use text made of "
+                    f"known symbols, or build the vocabulary from data that includes it."
+                )
+            return ids.astype(self.dtype)
+        try:
+            return np.fromiter((self._ids[s] for s in data), dtype=self.dtype, count=len(data))
+        except KeyError as error:
+            symbol = error.args[0]
+            raise ValueError(
+                f"{what} holds the symbol {symbol!r} that the vocabulary never saw "
+                f"({len(self)} known symbols). Use text made of known symbols, or build the "
+                f"vocabulary from data that includes it."
+            ) from None
+
+    def decode(self, ids):
+        """The text of `ids`: str (bytes decoded as UTF-8, invalid sequences replaced)."""
+        if self.kind == "byte":
+            return bytes(self.symbols[int(i)] for i in ids).decode("utf-8", errors="replace")
+        return "".join(self.symbols[int(i)] for i in ids)
+
+    def get_config(self):
+        return {"kind": self.kind, "symbols": list(self.symbols)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config["symbols"], config["kind"])

@@ -1,0 +1,202 @@
+"""Corpora, vocabularies and the truncated-BPTT layout, on fixtures the tests make."""
+
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from keras_mulrnn.data import (
+    ShuffledWindows,
+    TBPTTBatches,
+    Vocabulary,
+    corpora,
+    load_enwik8,
+    load_ptb,
+    load_text,
+    load_tfds,
+)
+
+
+@pytest.fixture(scope="module")
+def enwik8_like(tmp_path_factory):
+    """A 100,000,000-byte file shaped like enwik8 (random bytes from 205 values), and its zip."""
+    directory = tmp_path_factory.mktemp("enwik8")
+    rng = np.random.default_rng(0)
+    alphabet = np.arange(256, dtype=np.uint8)[rng.permutation(256)[:205]]
+    data = alphabet[rng.integers(0, 205, corpora.ENWIK8_SIZE)].tobytes()
+    raw = directory / "enwik8"
+    raw.write_bytes(data)
+    zipped = directory / "enwik8.zip"
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_STORED) as archive:
+        archive.write(raw, "enwik8")
+    return raw, zipped, data
+
+
+@pytest.mark.parametrize("which", ["raw", "zip"])
+def test_enwik8_split_sizes_and_boundaries(enwik8_like, which):
+    raw, zipped, data = enwik8_like
+    corpus = load_enwik8(raw if which == "raw" else zipped)
+    assert (len(corpus.train), len(corpus.valid), len(corpus.test)) == (
+        90_000_000, 5_000_000, 5_000_000)
+    assert corpus.vocabulary.kind == "byte" and len(corpus.vocabulary) == 205
+    decode = corpus.vocabulary.symbols
+    for split, start in ((corpus.train, 0), (corpus.valid, 90_000_000),
+                         (corpus.test, 95_000_000)):
+        for offset in (0, len(split) - 1):
+            assert decode[split[offset]] == data[start + offset]
+    assert corpus.train.dtype == np.uint8  # one compact array, 1 byte per symbol
+
+
+def test_other_byte_file_is_split_by_fraction_with_a_warning(tmp_path):
+    path = tmp_path / "notes.bin"
+    path.write_bytes(bytes(range(200)) * 10)
+    with pytest.warns(UserWarning, match="not enwik8"):
+        corpus = load_enwik8(path)
+    assert (len(corpus.train), len(corpus.valid), len(corpus.test)) == (1800, 100, 100)
+
+
+def test_offline_download_fails_fast_with_instructions(monkeypatch, tmp_path):
+    def offline(*args, **kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr("keras.utils.get_file", offline)
+    with pytest.raises(ConnectionError, match="--data"):
+        load_enwik8(cache_dir=str(tmp_path))
+
+
+def test_partial_download_is_never_taken_for_enwik8(monkeypatch, tmp_path):
+    partial = tmp_path / "enwik8.zip"
+    with zipfile.ZipFile(partial, "w") as archive:
+        archive.writestr("enwik8", b"x" * 1000)
+    monkeypatch.setattr("keras.utils.get_file", lambda *a, **k: str(partial))
+    with pytest.raises(ValueError, match="incomplete or corrupt"):
+        load_enwik8(cache_dir=str(tmp_path))
+    assert not partial.exists()  # removed, so the next run downloads again
+
+
+def test_damaged_zip_is_reported(tmp_path):
+    path = tmp_path / "enwik8.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("enwik8", b"abcdefgh" * 1000)
+    raw = bytearray(path.read_bytes())
+    raw[60:70] = b"0123456789"  # corrupt the member's bytes: its CRC no longer matches
+    path.write_bytes(bytes(raw))
+    with pytest.raises((ValueError, zipfile.BadZipFile)):
+        load_enwik8(path)
+
+
+PTB_FIXTURE = (
+    " a e r _ b a n k n o t e _ b e r l i t z\n"
+    " p i e r r e _ < u n k > _ N _ y e a r s _ o l d\n"
+    " m r . _ < u n k > _ i s _ c h a i r m a n\n"
+)
+
+
+def _write_ptb(directory):
+    for split, repeat in (("train", 3), ("valid", 1), ("test", 1)):
+        (directory / f"ptb.char.{split}.txt").write_text(PTB_FIXTURE * repeat)
+
+
+def test_ptb_reader_handles_the_real_format(tmp_path):
+    _write_ptb(tmp_path)
+    corpus = load_ptb(tmp_path)
+    vocab = corpus.vocabulary
+    assert "\n" in vocab.symbols and "_" in vocab.symbols and " " not in vocab.symbols
+    # "<unk>" in the character files is spelled out as characters separated by spaces.
+    assert "<" in vocab.symbols and "<unk>" not in vocab.symbols
+    first_line = PTB_FIXTURE.splitlines()[0].split() + ["\n"]
+    assert vocab.decode(corpus.valid[: len(first_line)]) == "".join(first_line)
+    assert len(corpus.valid) == sum(len(line.split()) + 1 for line in PTB_FIXTURE.splitlines())
+    assert len(corpus.train) == 3 * len(corpus.valid)
+
+
+def test_ptb_missing_file_is_named(tmp_path):
+    _write_ptb(tmp_path)
+    os.remove(tmp_path / "ptb.char.train.txt")
+    with pytest.raises(FileNotFoundError, match="ptb.char.train.txt"):
+        load_ptb(tmp_path)
+
+
+def test_vocabulary_round_trip_and_unknown_symbols():
+    vocab = Vocabulary.from_data("hello world", "char")
+    assert vocab.decode(vocab.encode("world hello")) == "world hello"
+    assert Vocabulary.from_config(vocab.get_config()) == vocab
+    with pytest.raises(ValueError, match=r"'z'.*never saw"):
+        vocab.encode("hello z")
+    bytes_vocab = Vocabulary.from_data("héllo".encode(), "byte")
+    assert bytes_vocab.decode(bytes_vocab.encode("héllo")) == "héllo"
+    with pytest.raises(ValueError, match="byte 122"):
+        bytes_vocab.encode(b"z")
+
+
+def test_text_files_and_bad_files(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text("abcdefghij" * 100)
+    corpus = load_text(path)
+    assert (len(corpus.train), len(corpus.valid), len(corpus.test)) == (900, 50, 50)
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1") * 10)
+    with pytest.raises(ValueError, match="not valid UTF-8.*kind='byte'"):
+        load_text(tmp_path / "latin1.txt")
+    assert len(load_text(tmp_path / "latin1.txt", kind="byte").vocabulary) == 4
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="is empty"):
+        load_text(tmp_path / "empty.txt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_text(tmp_path / "missing.txt")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        load_text(tmp_path)
+
+
+def test_tfds_text_dataset_offline_with_mock_data():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=1):
+        corpus = load_tfds("tiny_shakespeare")
+    assert len(corpus.train) > 0 and len(corpus.valid) > 0 and len(corpus.test) > 0
+    assert corpus.vocabulary.kind == "char"
+
+
+@pytest.mark.parametrize("n,batch,seq_len", [(1001, 4, 10), (1000, 4, 10), (97, 3, 7),
+                                             (50, 7, 100)])
+def test_tbptt_layout(n, batch, seq_len):
+    ids = np.arange(n) % 251  # position-coded stream (mod a prime to fit uint8)
+    stream = np.arange(n)
+    batches = TBPTTBatches(ids.astype(np.uint8), batch, seq_len)
+    row_length = batches.row_length
+    scored = []
+    for j in range(batches.batches_per_pass):
+        inputs, targets, weights = batches.window(j)
+        assert inputs.shape == targets.shape == weights.shape == (batch, seq_len)
+        for r in range(batch):
+            for t in range(seq_len):
+                position = r * row_length + j * seq_len + t  # the input's place in the stream
+                if weights[r, t]:
+                    assert position + 1 < n and t + j * seq_len < row_length
+                    assert inputs[r, t] == ids[position]
+                    assert targets[r, t] == ids[position + 1]
+                    scored.append(stream[position + 1])
+    # Every symbol after the first is a target exactly once: nothing lost at the end.
+    assert sorted(scored) == list(range(1, n))
+    # The tf.data pipeline yields exactly the same batches, cycling over the split.
+    dataset = list(batches.dataset(start_step=0, steps=batches.batches_per_pass + 1))
+    for j, (x, y, w) in enumerate(dataset):
+        want = batches.window(j % batches.batches_per_pass)
+        for got, expected in zip((x, y, w), want):
+            np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def test_tbptt_rejects_a_corpus_shorter_than_one_batch():
+    with pytest.raises(ValueError, match="fewer than the 3201"):
+        TBPTTBatches(np.zeros(100, np.uint8), 32, 100, min_batches=1, name="train")
+
+
+def test_shuffled_windows_resume_in_the_same_order():
+    ids = (np.arange(2000) % 200).astype(np.uint8)
+    windows = ShuffledWindows(ids, batch_size=4, seq_len=10, seed=3)
+    full = [batch for batch in windows.dataset(steps=70)]  # crosses a reshuffle (49 per pass)
+    resumed = [batch for batch in windows.dataset(start_step=30, steps=40)]
+    for a, b in zip(full[30:], resumed):
+        np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
+    x, y, _ = full[0]
+    np.testing.assert_array_equal(x.numpy()[:, 1:], y.numpy()[:, :-1])  # shifted by one
+    assert np.all((x.numpy()[:, 1:] - x.numpy()[:, :-1]) % 200 == 1)  # contiguous windows

@@ -1,0 +1,187 @@
+"""The language model end to end: BPC, resume, generation, the scripts."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_mulrnn  # noqa: F401
+from keras_mulrnn.data import Vocabulary, corpora
+from keras_mulrnn.evaluation import evaluate_bpc
+from keras_mulrnn.generation import generate
+from keras_mulrnn.model import CharLanguageModel
+from keras_mulrnn.training import TrainConfig, train
+
+TEXT = ("It is a truth universally acknowledged, that a single man in possession of a good "
+        "fortune, must be in want of a wife.\n") * 30
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_model(family="lstm", parametrization="shared", **kwargs):
+    keras.utils.set_random_seed(1)
+    model = CharLanguageModel(Vocabulary.from_data(TEXT, "char"), family, parametrization,
+                              units=12, rank=None if parametrization == "additive" else 7,
+                              embedding_dim=5, **kwargs)
+    model(np.zeros((1, 1), "int32"))
+    rng = np.random.default_rng(2)
+    model.set_weights([0.4 * rng.standard_normal(w.shape) for w in model.get_weights()])
+    return model
+
+
+def log2_softmax(logits):
+    logits = logits - logits.max(axis=-1, keepdims=True)
+    return (logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))) / np.log(2)
+
+
+@pytest.mark.parametrize("family,parametrization", [("lstm", "shared"), ("gru", "unshared"),
+                                                    ("rnn", "additive")])
+def test_bpc_equals_hand_computation(family, parametrization):
+    model = tiny_model(family, parametrization, num_layers=2)
+    ids = model.vocabulary.encode(TEXT[:523])
+    # By hand: the model's own probabilities over the whole text in one pass from a zero
+    # state, every symbol after the first scored once.
+    logits = model.predict(ids[None, :-1].astype("int32"), verbose=0)[0]
+    log_probs = log2_softmax(logits.astype(np.float64))
+    want = -np.mean(log_probs[np.arange(len(ids) - 1), ids[1:]])
+    # One row, the state carried across windows of any length, a partial last window.
+    for seq_len in (50, 100, 522, 600):
+        bpc, scored = evaluate_bpc(model, ids, batch_size=1, seq_len=seq_len)
+        assert scored == len(ids) - 1
+        assert bpc == pytest.approx(want, abs=1e-5)
+    # Several rows: each row starts from a zero state; still every symbol once.
+    rows = 3
+    length = -(-(len(ids) - 1) // rows)
+    bits = []
+    for r in range(rows):
+        row = ids[r * length : r * length + length + 1]
+        row_logits = model.predict(row[None, :-1].astype("int32"), verbose=0)[0]
+        row_log_probs = log2_softmax(row_logits.astype(np.float64))
+        bits.extend(-row_log_probs[np.arange(len(row) - 1), row[1:]])
+    bpc, scored = evaluate_bpc(model, ids, batch_size=rows, seq_len=40)
+    assert scored == len(ids) - 1 == len(bits)
+    assert bpc == pytest.approx(np.mean(bits), abs=1e-5)
+
+
+def test_generation_is_reproducible_and_checks_its_prompt():
+    model = tiny_model()
+    first = generate(model, "It is", length=60, seed=5, top_k=10, temperature=0.8)
+    assert len(first) == 60 and set(first) <= set(model.vocabulary.symbols)
+    assert generate(model, "It is", length=60, seed=5, top_k=10, temperature=0.8) == first
+    assert generate(model, "It is", length=60, seed=6, top_k=10, temperature=0.8) != first
+    batch = generate(model, "It is", length=30, seed=5, batch_size=4)
+    assert len(batch) == 4 and len(set(batch)) > 1
+    # top_k=1 is greedy decoding: the argmax continuation, whatever the seed.
+    greedy = generate(model, "a", length=20, seed=1, top_k=1)
+    assert generate(model, "a", length=20, seed=2, top_k=1) == greedy
+    ids = list(model.vocabulary.encode("a"))
+    for _ in range(20):
+        logits = model.predict(np.array([ids], "int32"), verbose=0)[0, -1]
+        ids.append(int(np.argmax(logits)))
+    assert model.vocabulary.decode(ids[1:]) == greedy
+    with pytest.raises(ValueError, match=r"prompt.*'Z'.*never saw"):
+        generate(model, "Zebra", length=5)
+    with pytest.raises(ValueError, match="temperature"):
+        generate(model, "It", temperature=0)
+
+
+def test_model_file_round_trip_keeps_vocabulary(tmp_path):
+    model = tiny_model("gru", "shared", weight_norm=True, recurrent_dropout=0.1)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
+    assert loaded.vocabulary == model.vocabulary
+    ids = model.vocabulary.encode(TEXT[:80])[None].astype("int32")
+    np.testing.assert_array_equal(loaded.predict(ids, verbose=0), model.predict(ids, verbose=0))
+    assert generate(loaded, "It", 40, seed=3) == generate(model, "It", 40, seed=3)
+
+
+def small_corpus():
+    return corpora.corpus_from_text("austen", TEXT, (0.8, 0.1, 0.1))
+
+
+def small_config(**overrides):
+    values = dict(units=16, rank=8, embedding_dim=8, batch_size=4, seq_len=20, steps=12,
+                  eval_every=4, learning_rate=1e-2, eval_batch_size=2, test_batch_size=2,
+                  sample_length=20, seed=7, recurrent_dropout=0.1)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+class _StopAt(keras.callbacks.Callback):
+    """Simulates a killed run: stops the process's training at a given step."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            raise KeyboardInterrupt
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    tf.config.experimental.enable_op_determinism()
+    corpus = small_corpus()
+    config = small_config(checkpoint_every=3)
+    whole = train(corpus, config, tmp_path / "whole", verbose=0)
+    whole_weights = keras.saving.load_model(tmp_path / "whole" / "model.keras").get_weights()
+
+    with pytest.raises(KeyboardInterrupt):
+        train(corpus, config, tmp_path / "split", verbose=0, extra_callbacks=[_StopAt(7)])
+    # Step 7 is between checkpoints (6 and 8): the resumed run repeats step 7 from step 6.
+    resumed = train(corpus, config, tmp_path / "split", resume=True, verbose=0)
+    split_weights = keras.saving.load_model(tmp_path / "split" / "model.keras").get_weights()
+    assert resumed["steps"] == whole["steps"] == 12 and resumed["steps_this_run"] == 6
+    for a, b in zip(whole_weights, split_weights):
+        np.testing.assert_array_equal(a, b)
+    assert resumed["test_bpc"] == whole["test_bpc"]
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    corpus = small_corpus()
+    train(corpus, small_config(steps=4), tmp_path / "run", verbose=0)
+    with pytest.raises(ValueError, match=r"units: checkpoint 16, now 24"):
+        train(corpus, small_config(steps=4, units=24), tmp_path / "run", resume=True, verbose=0)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(corpus, small_config(steps=4), tmp_path / "run", verbose=0)
+
+
+def test_training_lowers_bpc_and_logs(tmp_path):
+    corpus = small_corpus()
+    results = train(corpus, small_config(steps=40, eval_every=20, jit_compile=True,
+                                         steps_per_execution=2), tmp_path, verbose=0)
+    with open(tmp_path / "log.csv") as handle:
+        rows = handle.read().splitlines()
+    assert rows[0].split(",")[:1] == ["epoch"] and "val_bpc" in rows[0] and len(rows) == 3
+    assert results["test_bpc"] < np.log2(len(corpus.vocabulary))  # better than uniform
+    assert os.path.exists(tmp_path / "best.keras")
+    assert os.listdir(tmp_path / "tensorboard")
+
+
+def test_main_script_quick_end_to_end(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT)
+    output = tmp_path / "out"
+    command = [sys.executable, os.path.join(ROOT, "examples", "train_enwik8.py"), "--quick",
+               "--data", str(data), "--output", str(output), "--steps", "6",
+               "--eval-every", "3", "--batch-size", "4", "--seq-len", "20"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "not enwik8" in done.stderr
+    assert "test BPC" in done.stdout
+    results = json.loads((output / "results.json").read_text())
+    for key in ("test_bpc", "valid_bpc", "params", "steps", "chars_per_sec"):
+        assert key in results
+    assert results["steps"] == 6 and results["config"]["units"] == 128  # the quick preset
+    generated = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "generate.py"), "--model",
+         str(output / "model.keras"), "--prompt", "It is", "--length", "30"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert generated.returncode == 0, generated.stderr[-3000:]
+    assert generated.stdout.startswith("It is") and len(generated.stdout.strip()) >= 30
