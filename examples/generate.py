@@ -5,10 +5,9 @@
 
 import argparse
 
-import keras
-
-import keras_mulrnn  # noqa: F401  (registers the package's classes for loading)
+from keras_mulrnn.cli import guarded
 from keras_mulrnn.generation import generate
+from keras_mulrnn.saving import load_model
 
 
 def main():
@@ -20,10 +19,10 @@ def main():
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    model = keras.saving.load_model(args.model, compile=False)
+    model = load_model(args.model)
     print(args.prompt + generate(model, args.prompt, args.length, args.temperature, args.top_k,
                                  args.seed))
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)

@@ -30,4 +30,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.guarded(main)

@@ -28,4 +28,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.guarded(main)

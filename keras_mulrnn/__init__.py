@@ -7,6 +7,7 @@ from keras_mulrnn.params import count_params, matching_rank, rank_for_budget, un
 from keras_mulrnn.model import BitsPerCharacter, CharLanguageModel
 from keras_mulrnn.evaluation import evaluate_bpc
 from keras_mulrnn.generation import generate
+from keras_mulrnn.saving import load_model
 from keras_mulrnn.training import TrainConfig, train
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ __all__ = [
     "BitsPerCharacter",
     "evaluate_bpc",
     "generate",
+    "load_model",
     "TrainConfig",
     "train",
 ]

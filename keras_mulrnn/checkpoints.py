@@ -70,6 +70,9 @@ class CheckpointManager:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
         for old in self.steps()[: -self.keep]:
+            # Unmark it complete first, so that a crash mid-deletion leaves no half checkpoint
+            # that looks whole.
+            os.remove(os.path.join(self.path(old), META))
             shutil.rmtree(self.path(old), ignore_errors=True)
         return final
 

@@ -8,9 +8,12 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import time
 
-from keras_mulrnn.training import TrainConfig, train
+import tensorflow as tf
+
+from keras_mulrnn.training import TrainConfig, TrainingInterrupted, train
 
 # A small model and few steps that finish in a few minutes on 2 CPU cores.
 QUICK = dict(units=128, rank=None, embedding_dim=32, num_layers=1, batch_size=32, seq_len=100,
@@ -31,6 +34,8 @@ def parser(description, defaults, data_help):
                    help="continue from the latest checkpoint in --output")
     p.add_argument("--quick", action="store_true",
                    help="a small model and few steps (minutes on a CPU), for trying things")
+    p.add_argument("--deterministic", action="store_true",
+                   help="TensorFlow op determinism: the same seed gives the same weights")
     for field in dataclasses.fields(TrainConfig):
         default = getattr(config, field.name)
         flag = "--" + field.name.replace("_", "-")
@@ -60,8 +65,14 @@ def run(corpus, config, args):
     """Trains, prints the test BPC and a sample, and returns the results."""
     print(f"{corpus.name}: {len(corpus.vocabulary)} symbols; train {len(corpus.train):,}, "
           f"valid {len(corpus.valid):,}, test {len(corpus.test):,}")
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
     started = time.perf_counter()
-    results = train(corpus, config, args.output, resume=args.resume)
+    try:
+        results = train(corpus, config, args.output, resume=args.resume)
+    except TrainingInterrupted as stop:
+        print(stop)
+        raise SystemExit(130) from None
     results["wall_seconds"] = time.perf_counter() - started
     with open(os.path.join(args.output, "results.json"), "w") as handle:
         json.dump(results, handle, indent=1)
@@ -73,9 +84,17 @@ def run(corpus, config, args):
     return results
 
 
-def _given_options():
-    import sys
+def guarded(main):
+    """Runs a script's `main`, turning the package's errors about bad input (wrong flags,
+    files, data, checkpoints) and failed runs into one clear line and exit status 1."""
+    try:
+        main()
+    except (ValueError, OSError, FloatingPointError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
 
+
+def _given_options():
     return {argument.split("=")[0] for argument in sys.argv[1:]}
 
 

@@ -10,8 +10,13 @@ in the data and the schedule) and the carried recurrent state.
 
 import dataclasses
 import json
+import math
 import os
+import signal
+import tempfile
+import threading
 import time
+import warnings
 
 import keras
 
@@ -37,7 +42,8 @@ class TrainConfig:
     also checkpoint every `checkpoint_every` steps; the final valid and test figures score
     the whole splits in rows of `test_batch_size` (1 = the papers' protocol).
     Speed: `jit_compile` (XLA), `steps_per_execution`. `seed` fixes initialization, dropout
-    and data order.
+    and data order. On a NaN or infinite loss the run stops, unless `nan_rollbacks > 0`: then
+    it goes back to the last good checkpoint with half the learning rate, that many times.
     """
 
     family: str = "lstm"
@@ -65,6 +71,7 @@ class TrainConfig:
     steps_per_execution: int = 1
     seed: int = 0
     sample_length: int = 200
+    nan_rollbacks: int = 0
 
     def validate(self):
         for name in ("units", "num_layers", "embedding_dim", "batch_size", "seq_len", "steps",
@@ -101,12 +108,32 @@ def model_config(config):
     return {name: getattr(config, name) for name in names}
 
 
-def build_model(vocabulary, config):
-    """A compiled `CharLanguageModel` for `config`, its weights and optimizer built."""
+@keras.saving.register_keras_serializable(package="keras_mulrnn")
+class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """`initial · scale · max(0, 1 − step / steps)`: the published mLSTM's linear decay.
+
+    `scale` is a variable so that a run that rolls back after a non-finite loss can lower the
+    learning rate without rebuilding the optimizer.
+    """
+
+    def __init__(self, initial, steps, scale=1.0):
+        self.initial, self.steps = initial, steps
+        self.scale = keras.Variable(scale, trainable=False, name="learning_rate_scale")
+
+    def __call__(self, step):
+        progress = keras.ops.cast(step, "float32") / self.steps
+        return self.initial * self.scale * keras.ops.maximum(0.0, 1.0 - progress)
+
+    def get_config(self):
+        return {"initial": self.initial, "steps": self.steps,
+                "scale": float(self.scale.numpy())}
+
+
+def build_model(vocabulary, config, schedule=None):
+    """A compiled `CharLanguageModel` for `config`, its weights and optimizer built; the
+    learning rate follows `schedule` (default: `LinearDecay` over `config.steps`)."""
     model = CharLanguageModel(vocabulary, **model_config(config))
-    schedule = keras.optimizers.schedules.PolynomialDecay(
-        config.learning_rate, decay_steps=config.steps, end_learning_rate=0.0, power=1.0
-    )
+    schedule = schedule or LinearDecay(config.learning_rate, config.steps)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule, global_clipnorm=config.clipnorm),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -119,29 +146,50 @@ def build_model(vocabulary, config):
     return model
 
 
+class TrainingInterrupted(Exception):
+    """Raised by `train` after SIGINT or SIGTERM, once the checkpoint of the current step is
+    written; rerun with `resume=True` (`--resume`) to continue exactly from there."""
+
+
 def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=()):
-    """Trains on `corpus` and returns the results dict (also in `output_dir/results.json`)."""
+    """Trains on `corpus` and returns the results dict (also in `output_dir/results.json`).
+
+    Raises:
+        ValueError and OSError subclasses: bad settings, data or output directory, before
+            anything is written.
+        FloatingPointError: the loss became NaN or infinite (after `config.nan_rollbacks`
+            roll-backs); the last good checkpoint is kept.
+        TrainingInterrupted: SIGINT/SIGTERM; a checkpoint of the current step was written.
+    """
     config.validate()
-    output_dir = _prepare_output(output_dir, resume)
-    keras.utils.set_random_seed(config.seed)
+    # Everything about the data is checked before the output directory is touched.
     if config.shuffle:
         batches = ShuffledWindows(corpus.train, config.batch_size, config.seq_len,
                                   seed=config.seed, name="train")
     else:
         batches = TBPTTBatches(corpus.train, config.batch_size, config.seq_len,
                                min_batches=1, name="train")
-    model = build_model(corpus.vocabulary, config)
+    valid = corpus.valid if config.valid_symbols is None else corpus.valid[: config.valid_symbols]
+    for name, split in (("valid", valid), ("test", corpus.test)):
+        TBPTTBatches(split, config.eval_batch_size if name == "valid" else config.test_batch_size,
+                     config.seq_len, name=name)
+    output_dir = _prepare_output(output_dir, resume)
+
+    keras.utils.set_random_seed(config.seed)
+    schedule = LinearDecay(config.learning_rate, config.steps)
+    model = build_model(corpus.vocabulary, config, schedule)
     model.start_carry(config.batch_size,
                       1 if batches.resets_every_batch else batches.batches_per_pass)
     manager = CheckpointManager(os.path.join(output_dir, "checkpoints"))
-    meta = {"config": dataclasses.asdict(config), "vocabulary": corpus.vocabulary.get_config()}
+    meta = {"config": dataclasses.asdict(config), "vocabulary": corpus.vocabulary.get_config(),
+            "learning_rate_scale": 1.0}
     start = 0
     if resume:
         restored = manager.restore_latest(model, check=lambda saved: _check_compatible(saved, meta))
         if restored is not None:
             start = restored["step"]
+            _set_learning_rate_scale(schedule, meta, restored["learning_rate_scale"])
             print(f"Resumed from step {start} of {config.steps}.")
-    valid = corpus.valid if config.valid_symbols is None else corpus.valid[: config.valid_symbols]
     monitor = _Monitor(manager, meta, valid, config, output_dir)
     callbacks = [monitor, keras.callbacks.TerminateOnNaN(),
                  keras.callbacks.CSVLogger(os.path.join(output_dir, "log.csv"), append=True)]
@@ -150,26 +198,36 @@ def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=(
     callbacks.extend(extra_callbacks)
 
     started = time.perf_counter()
-    for first_epoch, last_epoch, per_epoch, step in _segments(start, config.steps,
-                                                               config.eval_every):
-        model.fit(batches.dataset(start_step=step), initial_epoch=first_epoch,
-                  epochs=last_epoch, steps_per_epoch=per_epoch, callbacks=callbacks,
-                  shuffle=False, verbose=verbose)
-        if model.stop_training:
-            break
+    rollbacks = 0
+    with _SignalsStop(monitor):
+        while True:
+            step = int(model.optimizer.iterations.numpy())
+            for first_epoch, last_epoch, per_epoch, first_step in _segments(
+                step, config.steps, config.eval_every
+            ):
+                model.fit(batches.dataset(start_step=first_step), initial_epoch=first_epoch,
+                          epochs=last_epoch, steps_per_epoch=per_epoch, callbacks=callbacks,
+                          shuffle=False, verbose=verbose)
+                if model.stop_training:
+                    break
+            if monitor.nonfinite_step is None:
+                break
+            rollbacks = _roll_back(model, schedule, manager, meta, monitor, config, rollbacks)
+    if monitor.interrupted_at is not None:
+        raise TrainingInterrupted(
+            f"Interrupted at step {monitor.interrupted_at} of {config.steps}; a checkpoint "
+            f"of that step is in {manager.directory}. Run again with --resume to continue."
+        )
     train_seconds = time.perf_counter() - started - monitor.eval_seconds
     steps_done = int(model.optimizer.iterations.numpy())
     if steps_done < config.steps:
-        raise RuntimeError(
-            f"Training stopped at step {steps_done} of {config.steps} (non-finite loss?). "
-            f"The last good checkpoint is in {manager.directory}."
-        )
+        raise RuntimeError(f"Training stopped at step {steps_done} of {config.steps}.")
 
     valid_bpc, _ = evaluate_bpc(model, corpus.valid, config.test_batch_size, config.seq_len,
                                 config.jit_compile)
     test_bpc, test_symbols = evaluate_bpc(model, corpus.test, config.test_batch_size,
                                           config.seq_len, config.jit_compile)
-    model.save(os.path.join(output_dir, "model.keras"))
+    _atomic_save(model, os.path.join(output_dir, "model.keras"))
     results = {
         "test_bpc": test_bpc,
         "valid_bpc": valid_bpc,
@@ -187,15 +245,74 @@ def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=(
         "chars_per_sec": (steps_done - start) * config.batch_size * config.seq_len
         / max(train_seconds, 1e-9),
         "train_seconds": train_seconds,
+        "nan_rollbacks": rollbacks,
+        "checkpoint_failures": monitor.checkpoint_failures,
         "config": dataclasses.asdict(config),
         "corpus": corpus.name,
     }
     prompt = corpus.vocabulary.decode(corpus.test[:20])
     results["sample_prompt"] = prompt
     results["sample"] = generate(model, prompt, length=config.sample_length, seed=config.seed)
-    with open(os.path.join(output_dir, "results.json"), "w") as handle:
-        json.dump(results, handle, indent=1)
+    _atomic_write_json(os.path.join(output_dir, "results.json"), results)
     return results
+
+
+def _roll_back(model, schedule, manager, meta, monitor, config, rollbacks):
+    """After a non-finite loss: raise, or restore the last good checkpoint and halve the
+    learning rate (at most `config.nan_rollbacks` times). Returns the roll-back count."""
+    bad_step = monitor.nonfinite_step
+    good = manager.steps()
+    where = (f"the last good checkpoint (step {good[-1]}) is in {manager.directory}"
+             if good else "no checkpoint was written before it")
+    if rollbacks >= config.nan_rollbacks:
+        raise FloatingPointError(
+            f"The training loss became NaN or infinite at step {bad_step}; {where}. Lower "
+            f"--learning-rate or --clipnorm, or pass --nan-rollbacks N to roll back "
+            f"automatically."
+        )
+    if not good:
+        raise FloatingPointError(
+            f"The training loss became NaN or infinite at step {bad_step} and {where}, so "
+            f"there is nothing to roll back to."
+        )
+    restored = manager.restore_latest(model)
+    _set_learning_rate_scale(schedule, meta, restored["learning_rate_scale"] * 0.5)
+    print(f"Non-finite loss at step {bad_step}: rolled back to step {restored['step']} with "
+          f"the learning rate scaled by {meta['learning_rate_scale']}.")
+    monitor.nonfinite_step = None
+    return rollbacks + 1
+
+
+def _set_learning_rate_scale(schedule, meta, scale):
+    schedule.scale.assign(scale)
+    meta["learning_rate_scale"] = scale
+
+
+class _SignalsStop:
+    """While training: SIGINT or SIGTERM asks `monitor` to checkpoint the current step and
+    stop; a second signal interrupts at once."""
+
+    def __init__(self, monitor):
+        self.monitor = monitor
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        if self.monitor.stop_requested:
+            raise KeyboardInterrupt
+        self.monitor.stop_requested = True
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint at the end of this step "
+              f"(send it again to stop at once).", flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        return False
 
 
 def _segments(start, total, per_epoch):
@@ -216,26 +333,44 @@ def _segments(start, total, per_epoch):
 
 
 class _Monitor(keras.callbacks.Callback):
-    """Validates, logs `val_bpc` (before the CSV and TensorBoard loggers read the logs),
-    saves the best model and checkpoints."""
+    """Watches the loss, validates, logs `val_bpc` (before the CSV and TensorBoard loggers
+    read the logs), saves the best model and the checkpoints, and stops on request."""
 
     def __init__(self, manager, meta, valid, config, output_dir):
         super().__init__()
         self.manager, self.meta, self.valid, self.config = manager, meta, valid, config
-        self.best_path = os.path.join(output_dir, "best.keras")
-        self.best = _read_best(output_dir)
         self.output_dir = output_dir
+        self.best = _read_best(output_dir)
         self.eval_seconds = 0.0
-        self.last_checkpoint = None
+        self.nonfinite_step = None
+        self.stop_requested = False
+        self.interrupted_at = None
+        self.checkpoint_failures = []
+
+    def _step(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._step_before = self._step()
 
     def on_train_batch_end(self, batch, logs=None):
+        step = self._step()
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            # Never checkpoint these weights: the step that produced the loss updated them.
+            self.nonfinite_step = step
+            self.model.stop_training = True
+            return
         every = self.config.checkpoint_every
-        step = int(self.model.optimizer.iterations.numpy())
-        if every and step // every != (self.last_checkpoint or 0) // every:
-            self.manager.save(self.model, self.meta)
-            self.last_checkpoint = step
+        if self.stop_requested or (every and step // every != self._step_before // every):
+            self._checkpoint()
+        if self.stop_requested:
+            self.interrupted_at = step
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.nonfinite_step is not None or self.interrupted_at is not None:
+            return
         started = time.perf_counter()
         bpc, _ = evaluate_bpc(self.model, self.valid, self.config.eval_batch_size,
                               self.config.seq_len, self.config.jit_compile)
@@ -243,18 +378,35 @@ class _Monitor(keras.callbacks.Callback):
             logs["val_bpc"] = bpc
         if self.best is None or bpc < self.best:
             self.best = bpc
-            _atomic_save(self.model, self.best_path)
-            with open(os.path.join(self.output_dir, "best.json"), "w") as handle:
-                step = int(self.model.optimizer.iterations.numpy())
-                json.dump({"val_bpc": bpc, "step": step}, handle)
-        self.manager.save(self.model, self.meta)
-        self.last_checkpoint = int(self.model.optimizer.iterations.numpy())
+            _atomic_save(self.model, os.path.join(self.output_dir, "best.keras"))
+            _atomic_write_json(os.path.join(self.output_dir, "best.json"),
+                               {"val_bpc": bpc, "step": self._step()})
+        self._checkpoint()
         self.eval_seconds += time.perf_counter() - started
+
+    def _checkpoint(self):
+        try:
+            self.manager.save(self.model, self.meta)
+        except OSError as error:  # e.g. a full disk: keep training, keep the old checkpoint
+            previous = self.manager.steps()
+            message = (f"Could not write the checkpoint of step {self._step()} "
+                       f"({type(error).__name__}: {error}); the previous checkpoint "
+                       f"{'(step %d) is intact' % previous[-1] if previous else 'does not exist'}"
+                       f". Training goes on; free space in {self.manager.directory}.")
+            warnings.warn(message, stacklevel=2)
+            self.checkpoint_failures.append(message)
 
 
 def _atomic_save(model, path):
     temporary = path + ".tmp.keras"
     model.save(temporary)
+    os.replace(temporary, path)
+
+
+def _atomic_write_json(path, value):
+    temporary = path + ".tmp"
+    with open(temporary, "w") as handle:
+        json.dump(value, handle, indent=1)
     os.replace(temporary, path)
 
 
@@ -292,9 +444,15 @@ def _prepare_output(output_dir, resume):
         raise NotADirectoryError(
             f"--output {output_dir!r} is a file; give a directory for checkpoints and logs."
         )
-    os.makedirs(output_dir, exist_ok=True)
-    if not os.access(output_dir, os.W_OK):
-        raise PermissionError(f"--output {output_dir!r} is not writable; choose another one.")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass  # a real write: permission bits alone say nothing for root or read-only mounts
+    except OSError as error:
+        raise PermissionError(
+            f"--output {output_dir!r} is not writable ({error.strerror or error}); choose "
+            f"another directory."
+        ) from None
     if not resume:
         checkpoints = os.path.join(output_dir, "checkpoints")
         if os.path.isdir(checkpoints) and os.listdir(checkpoints):

@@ -54,10 +54,11 @@ class TBPTTBatches:
         self.row_length = math.ceil(targets / batch_size)
         self.batches_per_pass = math.ceil(self.row_length / seq_len)
         width = self.batches_per_pass * seq_len + 1
-        padded = np.zeros((batch_size - 1) * self.row_length + width, dtype=ids.dtype)
-        padded[: len(ids)] = ids
         starts = np.arange(batch_size) * self.row_length
-        self.rows = np.stack([padded[start : start + width] for start in starts])
+        self.rows = np.zeros((batch_size, width), dtype=ids.dtype)
+        for row, start in zip(self.rows, starts):
+            piece = ids[start : start + width]
+            row[: len(piece)] = piece
         # Row r predicts the targets ids[start_r + 1 : start_r + row_length_r + 1].
         self.row_targets = np.clip(targets - starts, 0, self.row_length).astype(np.int64)
         self.symbols = targets
@@ -73,7 +74,8 @@ class TBPTTBatches:
     def dataset(self, start_step=0, steps=None):
         """A `tf.data.Dataset` of `(inputs, targets, weights)` from global step `start_step`,
         cycling over the split for `steps` batches (forever when None)."""
-        rows = tf.constant(self.rows)
+        # A variable, not a constant: a constant would be copied into the dataset's graph.
+        rows = tf.Variable(self.rows, trainable=False, name="tbptt_rows")
         row_targets = tf.constant(self.row_targets)
         seq_len, per_pass = self.seq_len, self.batches_per_pass
 
@@ -115,7 +117,7 @@ class ShuffledWindows:
         self.batches_per_pass = self.windows // batch_size
 
     def dataset(self, start_step=0, steps=None):
-        ids = tf.constant(self.ids)
+        ids = tf.Variable(self.ids, trainable=False, name="corpus_ids")
         seq_len = self.seq_len
 
         def window(indices):
