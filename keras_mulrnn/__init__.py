@@ -3,7 +3,13 @@
 from keras_mulrnn.cells import MGRUCell, MLSTMCell, MRNNCell, RecurrentCell
 from keras_mulrnn.factory import make_cell, make_layer
 from keras_mulrnn.layers import MGRU, MLSTM, MRNN, RecurrentLayer
-from keras_mulrnn.params import count_params, matching_rank, rank_for_budget, units_for_budget
+from keras_mulrnn.params import (
+    count_params,
+    matching_rank,
+    rank_for_budget,
+    stack_params,
+    units_for_budget,
+)
 from keras_mulrnn.model import BitsPerCharacter, CharLanguageModel
 from keras_mulrnn.evaluation import evaluate_bpc
 from keras_mulrnn.generation import generate
@@ -27,6 +33,7 @@ __all__ = [
     "matching_rank",
     "rank_for_budget",
     "units_for_budget",
+    "stack_params",
     "CharLanguageModel",
     "BitsPerCharacter",
     "evaluate_bpc",

@@ -3,9 +3,12 @@
 Families: `"rnn"` (mRNN), `"lstm"` (mLSTM), `"gru"` (mGRU). Parametrizations:
 `"additive"` (the plain RNN/LSTM/GRU transition `U_g h`, the control group),
 `"shared"` (one intermediate state for all gates), `"unshared"` (one per gate), or an
-explicit partition of the family's gate names such as `(("i", "f", "o"), ("u",))`. For the
-single-transform `"rnn"` family, `"shared"`, `"unshared"` and `"multiplicative"` are the
-same cell.
+explicit partition of the family's gate names such as `(("i", "f", "o"), ("u",))`, also
+written as a string of gate letters, `"ifo+u"` (the form that command lines and saved
+configurations use). `"gates+candidate"` names the partition that separates the candidate
+(`u` of mLSTM, `h` of mGRU) from the gates of any family. For the single-transform `"rnn"`
+family, `"shared"`, `"unshared"`, `"gates+candidate"` and `"multiplicative"` are the same
+cell.
 """
 
 from keras_mulrnn.cells import MGRUCell, MLSTMCell, MRNNCell, resolve_groups
@@ -13,7 +16,7 @@ from keras_mulrnn.layers import MGRU, MLSTM, MRNN
 
 CELLS = {"rnn": MRNNCell, "lstm": MLSTMCell, "gru": MGRUCell}
 LAYERS = {"rnn": MRNN, "lstm": MLSTM, "gru": MGRU}
-PARAMETRIZATIONS = ("additive", "shared", "unshared")
+PARAMETRIZATIONS = ("additive", "shared", "unshared", "gates+candidate")
 
 
 def cell_class(family):
@@ -33,6 +36,11 @@ def transition_arguments(family, parametrization):
         return {"transition": "additive"}
     if parametrization == "multiplicative" and len(gate_names) == 1:
         parametrization = "shared"
+    if parametrization == "gates+candidate":
+        *gates, candidate = gate_names  # the candidate comes last in every family
+        parametrization = (tuple(gates), (candidate,)) if gates else "shared"
+    elif isinstance(parametrization, str) and "+" in parametrization:
+        parametrization = tuple(tuple(group) for group in parametrization.split("+"))
     # Validates the mode or partition and names the family's gates in any error.
     resolve_groups(gate_names, parametrization)
     return {"transition": "multiplicative", "sharing": parametrization}

@@ -33,10 +33,22 @@ def count_params(
     return count + gains
 
 
+def stack_params(family, parametrization, units, input_dim, rank=None, num_layers=1,
+                 use_bias=True, weight_norm=False):
+    """The parameters of `num_layers` stacked cells (the first reads `input_dim`, the others
+    the `units` of the layer below)."""
+    return sum(
+        count_params(family, parametrization, units, input_dim if index == 0 else units, rank,
+                     use_bias, weight_norm)
+        for index in range(num_layers)
+    )
+
+
 def rank_for_budget(
-    family, parametrization, units, input_dim, budget, use_bias=True, weight_norm=False
+    family, parametrization, units, input_dim, budget, use_bias=True, weight_norm=False,
+    num_layers=1,
 ):
-    """The rank that brings a multiplicative cell closest to `budget` parameters.
+    """The rank that brings `num_layers` multiplicative cells closest to `budget` parameters.
 
     Raises `ValueError` if even rank 1 exceeds the budget, or for an additive
     parametrization (it has no rank: use `units_for_budget`).
@@ -47,9 +59,8 @@ def rank_for_budget(
         )
 
     def count(rank):
-        return count_params(
-            family, parametrization, units, input_dim, rank, use_bias, weight_norm
-        )
+        return stack_params(family, parametrization, units, input_dim, rank, num_layers,
+                            use_bias, weight_norm)
 
     per_rank = count(2) - count(1)  # the count is linear in the rank
     rank = max(1, round((budget - count(1)) / per_rank) + 1)
@@ -72,8 +83,9 @@ def matching_rank(family, parametrization, units, input_dim, like="shared", like
     return rank_for_budget(family, parametrization, units, input_dim, budget)
 
 
-def units_for_budget(family, parametrization, input_dim, budget, rank_ratio=1.0):
-    """The number of units that brings a cell closest to `budget` parameters.
+def units_for_budget(family, parametrization, input_dim, budget, rank_ratio=1.0,
+                     num_layers=1, weight_norm=False):
+    """The number of units that brings `num_layers` cells closest to `budget` parameters.
 
     Multiplicative cells keep `rank = max(1, round(rank_ratio · units))`.
     """
@@ -86,7 +98,8 @@ def units_for_budget(family, parametrization, input_dim, budget, rank_ratio=1.0)
 
     def count(units):
         rank = None if additive else max(1, round(rank_ratio * units))
-        return count_params(family, parametrization, units, input_dim, rank)
+        return stack_params(family, parametrization, units, input_dim, rank, num_layers,
+                            weight_norm=weight_norm)
 
     low, high = 1, 1
     while count(high) < budget:

@@ -25,7 +25,7 @@ from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
 from keras_mulrnn.evaluation import evaluate_bpc
 from keras_mulrnn.generation import generate
 from keras_mulrnn.model import BitsPerCharacter, CharLanguageModel
-from keras_mulrnn.params import count_params
+from keras_mulrnn.params import stack_params
 
 
 @dataclasses.dataclass
@@ -234,11 +234,9 @@ def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=(
         "best_valid_bpc_during_training": monitor.best,
         "test_symbols": test_symbols,
         "params": model.count_params(),
-        "recurrent_params": sum(
-            count_params(config.family, config.parametrization, config.units,
-                         config.embedding_dim if index == 0 else config.units, config.rank,
-                         weight_norm=config.weight_norm)
-            for index in range(config.num_layers)
+        "recurrent_params": stack_params(
+            config.family, config.parametrization, config.units, config.embedding_dim,
+            config.rank, config.num_layers, weight_norm=config.weight_norm,
         ),
         "steps": steps_done,
         "steps_this_run": steps_done - start,

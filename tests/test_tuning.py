@@ -1,0 +1,189 @@
+"""The keras-tuner search: space, budget mode, end to end, resume, chief and workers."""
+
+import csv
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras_tuner
+import pytest
+
+import keras_mulrnn as km
+from keras_mulrnn.data import Vocabulary
+from test_language_model import TEXT
+from tuning import report, search
+from tuning.space import LanguageModelHyperModel, recurrent_params
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+VOCABULARY = Vocabulary.from_data(TEXT, "char")
+
+
+@pytest.mark.parametrize("family", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("parametrization", ["additive", "shared", "unshared",
+                                             "gates+candidate"])
+def test_space_builds_every_family_and_parametrization(family, parametrization):
+    hypermodel = LanguageModelHyperModel(
+        VOCABULARY, {"family": [family], "parametrization": [parametrization], "units": [12],
+                     "rank_ratio": [0.5]})
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    config = hypermodel.config(hp)
+    assert (config.family, config.parametrization) == (family, parametrization)
+    assert config.rank == (None if parametrization == "additive" else 6)
+    cells = [layer.cell for layer in model.recurrent_layers]
+    assert sum(c.count_params() for c in cells) == recurrent_params(config)
+
+
+def test_searched_axes_are_choices():
+    hypermodel = LanguageModelHyperModel(
+        VOCABULARY, {"family": ["lstm", "gru"], "parametrization": ["shared", "unshared"],
+                     "rank": [4, 8], "units": [16]})
+    hp = keras_tuner.HyperParameters()
+    hypermodel.build(hp)
+    space = {p.name: p for p in hp.space}
+    assert isinstance(space["family"], keras_tuner.engine.hyperparameters.Choice)
+    assert isinstance(space["units"], keras_tuner.engine.hyperparameters.Fixed)
+    assert space["rank"].values == [4, 8]
+
+
+@pytest.mark.parametrize("axes", [
+    {"family": ["lstm"], "parametrization": ["additive"]},
+    {"family": ["lstm"], "parametrization": ["shared", "unshared"], "rank_ratio": [0.25, 1.0]},
+    {"family": ["gru"], "parametrization": ["shared", "gates+candidate"], "units": [128]},
+    {"family": ["lstm", "rnn"], "parametrization": ["unshared"], "num_layers": [2],
+     "rank_ratio": [0.5]},
+])
+def test_budget_mode_keeps_every_trial_within_one_percent(axes):
+    budget = 150_000
+    hypermodel = LanguageModelHyperModel(VOCABULARY, axes, budget=budget)
+    for _ in range(6):
+        hp = keras_tuner.HyperParameters()
+        for name, values in axes.items():  # visit every combination of the choices
+            if len(values) > 1:
+                hp.Choice(name, values, default=values[_ % len(values)])
+        config = hypermodel.config(hp)
+        assert abs(recurrent_params(config) - budget) / budget < 0.01, config
+
+
+def _search_args(directory, data, *extra):
+    return ["--data", str(data), "--units", "16", "--parametrization", "shared,unshared",
+            "--rank-ratio", "0.25,0.5,1", "--steps-per-trial", "6", "--batch-size", "4",
+            "--seq-len", "20", "--valid-symbols", "300", "--test-batch-size", "8",
+            "--embedding-dim", "8", "--directory", str(directory), "--project-name", "p",
+            *extra]
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "austen.txt"
+    path.write_text(TEXT)
+    return path
+
+
+def _trials(directory):
+    found = {}
+    for path in glob.glob(os.path.join(directory, "p", "trial_*", "trial.json")):
+        trial = json.load(open(path))
+        found[trial["trial_id"]] = trial
+    return found
+
+
+def test_tiny_random_search_and_report(tmp_path, data):
+    search.main(_search_args(tmp_path, data, "--max-trials", "2"))
+    trials = _trials(tmp_path)
+    assert len(trials) == 2
+    assert all(t["status"] == "COMPLETED" and t["score"] > 0 for t in trials.values())
+    report.main(["--directory", str(tmp_path), "--project-name", "p"])
+    project = tmp_path / "p"
+    rows = list(csv.DictReader(open(project / "trials.csv")))
+    assert len(rows) == 2 and all(float(row["val_bpc"]) > 0 for row in rows)
+    assert (project / "trials.md").read_text().count("COMPLETED") == 2
+    assert (project / "bpc_vs_rank.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, data):
+    command = [sys.executable, os.path.join(ROOT, "tuning", "search.py"),
+               *_search_args(tmp_path, data, "--max-trials", "3")]
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        trials = _trials(tmp_path)
+        if any(t["status"] == "COMPLETED" for t in trials.values()):
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    finished_before = {k for k, t in _trials(tmp_path).items() if t["status"] == "COMPLETED"}
+    assert finished_before
+    rerun = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    trials = _trials(tmp_path)
+    completed = {k: t for k, t in trials.items() if t["status"] == "COMPLETED"}
+    assert len(completed) == 3 and finished_before <= set(completed)
+    points = {json.dumps(t["hyperparameters"]["values"], sort_keys=True)
+              for t in completed.values()}
+    assert len(points) == 3  # distinct trials, none repeated
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_chief_and_two_workers_share_a_search(tmp_path, data):
+    port = str(_free_port())
+    base = [sys.executable, os.path.join(ROOT, "tuning", "search.py"),
+            *_search_args(tmp_path, data, "--max-trials", "4"),
+            "--oracle-ip", "127.0.0.1", "--oracle-port", port]
+    processes = [subprocess.Popen(base + ["--chief"], env=ENV, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)]
+    time.sleep(3)  # let the chief open its port
+    processes += [subprocess.Popen(base + ["--worker", str(i)], env=ENV,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                  for i in (1, 2)]
+    try:
+        outputs = [p.communicate(timeout=600)[0] for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    for p, output in zip(processes, outputs):
+        assert p.returncode == 0, output[-3000:]
+    trials = _trials(tmp_path)
+    assert len(trials) == 4 and all(t["status"] == "COMPLETED" for t in trials.values())
+    workers = {}
+    for trial_id in trials:
+        worker = (tmp_path / "p" / f"trial_{trial_id}" / "worker.txt").read_text()
+        workers.setdefault(worker, set()).add(trial_id)
+    assert set(workers) <= {"tuner1", "tuner2"}
+    # Each worker ran trials, and no trial ran on both.
+    assert len(workers) == 2, workers
+    assert sum(len(ids) for ids in workers.values()) == 4
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, data, monkeypatch):
+    from tuning import space
+
+    real_train = space.train
+    calls = {"count": 0}
+
+    def train_failing_first(*args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 1:
+            raise FloatingPointError("the loss became NaN")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(space, "train", train_failing_first)
+    search.main(_search_args(tmp_path, data, "--max-trials", "2"))
+    statuses = sorted(t["status"] for t in _trials(tmp_path).values())
+    assert statuses == ["COMPLETED", "FAILED"]
+    failed = next(t for t in _trials(tmp_path).values() if t["status"] == "FAILED")
+    assert "the loss became NaN" in failed["message"]

@@ -1,0 +1,1 @@
+"""keras-tuner searches over factorization rank and sharing: `search.py`, `report.py`."""
