@@ -4,6 +4,7 @@ symbol), reproducible with a seed."""
 import tensorflow as tf
 
 from keras_mulrnn.compiled import cached_function
+from keras_mulrnn.validation import check_positive_int
 
 
 def generate(model, prompt, length=200, temperature=1.0, top_k=None, seed=0, batch_size=1):
@@ -24,12 +25,8 @@ def generate(model, prompt, length=200, temperature=1.0, top_k=None, seed=0, bat
     vocabulary = model.vocabulary
     if not prompt:
         raise ValueError("The prompt is empty: give at least one symbol to start from.")
-    for name, value in (("length", length), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(
-                f"Invalid value for argument `{name}`: received {name}={value!r}. "
-                f"Allowed: a positive integer."
-            )
+    check_positive_int("length", length)
+    check_positive_int("batch_size", batch_size)
     if not temperature > 0:
         raise ValueError(
             f"Invalid value for argument `temperature`: received temperature={temperature!r}. "

@@ -18,6 +18,7 @@ from keras.src.losses.loss import unscale_loss_for_distribution
 
 from keras_mulrnn.data.vocabulary import Vocabulary
 from keras_mulrnn.factory import make_layer
+from keras_mulrnn.validation import check_positive_int
 
 LN2 = math.log(2.0)
 
@@ -89,12 +90,8 @@ class CharLanguageModel(keras.Model):
         super().__init__(**kwargs)
         if isinstance(vocabulary, dict):
             vocabulary = Vocabulary.from_config(vocabulary)
-        for name, value in (("num_layers", num_layers), ("embedding_dim", embedding_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(
-                    f"Invalid value for argument `{name}`: received {name}={value!r}. "
-                    f"Allowed: a positive integer."
-                )
+        check_positive_int("num_layers", num_layers)
+        check_positive_int("embedding_dim", embedding_dim)
         self.vocabulary = vocabulary
         self.settings = dict(
             family=family, parametrization=parametrization, units=units, rank=rank,

@@ -26,6 +26,7 @@ from keras_mulrnn.evaluation import evaluate_bpc
 from keras_mulrnn.generation import generate
 from keras_mulrnn.model import BitsPerCharacter, CharLanguageModel
 from keras_mulrnn.params import stack_params
+from keras_mulrnn.validation import check_positive_int, check_rate
 
 
 @dataclasses.dataclass
@@ -77,12 +78,7 @@ class TrainConfig:
         for name in ("units", "num_layers", "embedding_dim", "batch_size", "seq_len", "steps",
                      "eval_every", "eval_batch_size", "test_batch_size",
                      "steps_per_execution"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(
-                    f"Invalid value for `{name}`: received {value!r}. Allowed: a positive "
-                    f"integer."
-                )
+            check_positive_int(name, getattr(self, name))
         if not self.learning_rate > 0:
             raise ValueError(
                 f"Invalid value for `learning_rate`: received {self.learning_rate!r}. "
@@ -98,11 +94,7 @@ def model_config(config):
 
     make_cell(config.family, config.parametrization, units=config.units, rank=config.rank,
               dropout=config.input_dropout, recurrent_dropout=config.recurrent_dropout)
-    if not 0 <= config.output_dropout < 1:
-        raise ValueError(
-            f"Invalid value for `output_dropout`: received {config.output_dropout!r}. "
-            f"Allowed: a float in [0, 1)."
-        )
+    check_rate("output_dropout", config.output_dropout)
     names = ("family", "parametrization", "units", "rank", "num_layers", "embedding_dim",
              "input_dropout", "recurrent_dropout", "output_dropout", "weight_norm", "seed")
     return {name: getattr(config, name) for name in names}

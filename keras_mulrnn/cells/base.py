@@ -25,6 +25,7 @@ from keras import ops
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from keras_mulrnn.cells.sharing import resolve_groups, sharing_config
+from keras_mulrnn.validation import check_positive_int, check_rate
 
 TRANSITIONS = ("multiplicative", "additive")
 
@@ -70,7 +71,7 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         seed=None,
         **kwargs,
     ):
-        _check_positive_int("units", units)
+        check_positive_int("units", units)
         if transition not in TRANSITIONS:
             raise ValueError(
                 f"Invalid value for argument `transition`: received "
@@ -83,9 +84,9 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
                 f"rank=None."
             )
         if rank is not None:
-            _check_positive_int("rank", rank)
-        _check_rate("dropout", dropout)
-        _check_rate("recurrent_dropout", recurrent_dropout)
+            check_positive_int("rank", rank)
+        check_rate("dropout", dropout)
+        check_rate("recurrent_dropout", recurrent_dropout)
         super().__init__(**kwargs)
 
         self.units = units
@@ -322,22 +323,6 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
 
 def _column_norm(matrix):
     return ops.sqrt(ops.sum(ops.square(matrix), axis=0) + _NORM_EPSILON)
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(
-            f"Invalid value for argument `{name}`: received {name}={value!r}. "
-            f"Allowed: a positive integer."
-        )
-
-
-def _check_rate(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}`: received {name}={value!r}. "
-            f"Allowed: a float in [0, 1)."
-        )
 
 
 def _wrap_hint(cell, received):

@@ -17,14 +17,12 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_mulrnn.validation import check_positive_int
+
 
 def _check_sizes(batch_size, seq_len):
-    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(
-                f"Invalid value for argument `{name}`: received {name}={value!r}. "
-                f"Allowed: a positive integer."
-            )
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("seq_len", seq_len)
 
 
 class TBPTTBatches:

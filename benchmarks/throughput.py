@@ -1,0 +1,148 @@
+"""Training throughput of the cells against Keras's LSTM and GRU, side by side in one process.
+
+    python benchmarks/throughput.py --quick            # a reduced grid, under 3 minutes
+    python benchmarks/throughput.py --json > out.jsonl # the full grid, one JSON per line
+
+Each configuration is a character model (embedding 64 → one recurrent layer → logits over a
+vocabulary of 205) trained on random symbols with Adam: forward, backward and update. After a
+warm-up, a fixed number of steps is timed. Reported per configuration: characters per second,
+the analytic FLOPs per character (matrix products only; training = 3 × forward), the achieved
+GFLOP/s, and the "peak": the GFLOP/s of a plain float32 matrix product of the recurrent
+step's shape `(batch, units) @ (units, width)` measured in the same run.
+"""
+
+import argparse
+import json
+import platform
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_mulrnn as km
+
+VOCABULARY, EMBEDDING, SEQ_LEN = 205, 64, 100
+
+
+def flops_per_char(family, parametrization, units, rank):
+    """Forward multiply-adds × 2 per character for the matrix products of the model."""
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[family]
+    d, n = EMBEDDING, units
+    flops = 2 * n * VOCABULARY  # the output layer
+    if parametrization == "additive":
+        flops += 2 * (d * gates * n + n * gates * n)
+    else:
+        groups = len(km.make_cell(family, parametrization, units=n, rank=rank).groups)
+        flops += 2 * (d * gates * n + d * groups * rank + n * groups * rank + rank * gates * n)
+    return flops
+
+
+def matmul_peak(batch, units, width, seconds=1.0):
+    """GFLOP/s of `(batch, units) @ (units, width)` in float32, compiled, repeated."""
+    a = tf.random.normal((batch, units))
+    b = tf.random.normal((units, width))
+
+    @tf.function
+    def repeat(a, b):
+        def body(i, acc):
+            return i + 1, acc + tf.matmul(a + tf.cast(i, tf.float32) * 1e-9, b)[0, 0]
+
+        return tf.while_loop(lambda i, _: i < 50, body, (0, 0.0))[1]
+
+    repeat(a, b)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        repeat(a, b).numpy()
+        count += 50
+    return 2 * batch * units * width * count / (time.perf_counter() - started) / 1e9
+
+
+def build(family, parametrization, units, rank, jit):
+    if parametrization == "keras":
+        layer_class = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[family]
+        recurrent = layer_class(units, return_sequences=True)
+    else:
+        recurrent = km.make_layer(family, parametrization, units=units, rank=rank,
+                                  return_sequences=True)
+    model = keras.Sequential([
+        keras.Input((SEQ_LEN,), dtype="int32"),
+        keras.layers.Embedding(VOCABULARY, EMBEDDING),
+        recurrent,
+        keras.layers.Dense(VOCABULARY),
+    ])
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit)
+    return model
+
+
+def time_training(model, batch, warmup, steps):
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, VOCABULARY, (batch * (warmup + steps), SEQ_LEN + 1)).astype("int32")
+    x, y = data[:, :-1], data[:, 1:]
+    model.fit(x[: batch * warmup], y[: batch * warmup], batch_size=batch, verbose=0)
+    started = time.perf_counter()
+    model.fit(x[batch * warmup :], y[batch * warmup :], batch_size=batch, verbose=0)
+    return steps * batch * SEQ_LEN / (time.perf_counter() - started)
+
+
+def grid(quick):
+    references = [("lstm", "keras"), ("gru", "keras")]
+    ours = [(family, p) for family in ("rnn", "lstm", "gru")
+            for p in ("additive", "shared", "unshared")]
+    if quick:
+        return [(f, p, 256, 64, jit) for f, p in references[:1] + [("lstm", "additive"),
+                                                                     ("lstm", "shared"),
+                                                                     ("lstm", "unshared")]
+                for jit in (False, True)]
+    return [(f, p, units, batch, jit) for units in (256, 1024) for batch in (64, 128)
+            for jit in (False, True) for f, p in references + ours]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a reduced grid, under 3 minutes")
+    p.add_argument("--json", action="store_true", help="one JSON record per configuration")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per configuration")
+    p.add_argument("--warmup", type=int, default=2)
+    args = p.parse_args()
+    steps = args.steps or (5 if args.quick else 10)
+    peaks = {}
+    if not args.json:
+        print(f"# {platform.processor() or platform.machine()}, TF {tf.__version__}, "
+              f"Keras {keras.__version__}")
+        print(f"{'name':24} {'units':>5} {'rank':>5} {'batch':>5} {'jit':>5} "
+              f"{'chars/s':>9} {'MFLOP/ch':>9} {'GFLOP/s':>8} {'peak':>7} {'%peak':>6}")
+    for family, parametrization, units, batch, jit in grid(args.quick):
+        rank = None
+        if parametrization == "shared":
+            rank = units
+        elif parametrization == "unshared":
+            rank = km.matching_rank(family, "unshared", units, EMBEDDING, like="shared")
+        analytic = flops_per_char(family, "additive" if parametrization == "keras"
+                                  else parametrization, units, rank)
+        width = {"rnn": 1, "lstm": 4, "gru": 3}[family] * units
+        if (batch, units, width) not in peaks:
+            peaks[(batch, units, width)] = matmul_peak(batch, units, width)
+        keras.utils.set_random_seed(0)
+        model = build(family, parametrization, units, rank, jit)
+        chars = time_training(model, batch, args.warmup, steps)
+        gflops = 3 * analytic * chars / 1e9
+        name = (f"keras.{family.upper()}" if parametrization == "keras"
+                else f"{family}/{parametrization}")
+        record = dict(name=name, family=family, sharing=parametrization, units=units,
+                      rank=rank, batch=batch, jit=jit, chars_per_sec=round(chars, 1),
+                      flops_per_char=3 * analytic, gflops=round(gflops, 2),
+                      peak_gflops=round(peaks[(batch, units, width)], 2))
+        if args.json:
+            print(json.dumps(record), flush=True)
+        else:
+            print(f"{name:24} {units:5} {rank or '-':>5} {batch:5} {str(jit):>5} "
+                  f"{chars:9,.0f} {3 * analytic / 1e6:9.2f} {gflops:8.1f} "
+                  f"{record['peak_gflops']:7.1f} {100 * gflops / record['peak_gflops']:5.0f}%",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
