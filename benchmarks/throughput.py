@@ -58,13 +58,13 @@ def matmul_peak(batch, units, width, seconds=1.0):
     return 2 * batch * units * width * count / (time.perf_counter() - started) / 1e9
 
 
-def build(family, parametrization, units, rank, jit):
+def build(family, parametrization, units, rank, jit, fused=True):
     if parametrization == "keras":
         layer_class = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[family]
         recurrent = layer_class(units, return_sequences=True)
     else:
         recurrent = km.make_layer(family, parametrization, units=units, rank=rank,
-                                  return_sequences=True)
+                                  return_sequences=True, fused=fused)
     model = keras.Sequential([
         keras.Input((SEQ_LEN,), dtype="int32"),
         keras.layers.Embedding(VOCABULARY, EMBEDDING),

@@ -15,6 +15,7 @@ from keras import ops
 # on TensorFlow, `lax.scan` on JAX); Keras does not export it publicly.
 from keras.src.backend import rnn as backend_rnn
 
+from keras_mulrnn import fused
 from keras_mulrnn.cells import MGRUCell, MLSTMCell, MRNNCell
 
 # Arguments of `keras.layers.Layer` that belong to the sequence layer, not to its cell.
@@ -28,6 +29,9 @@ class RecurrentLayer(keras.layers.RNN):
         units: positive int, the size of the hidden state.
         return_sequences, return_state, go_backwards, stateful, unroll, zero_output_for_mask:
             as for `keras.layers.RNN`.
+        fused: on TensorFlow, run the sequence with the hand-written backward pass of
+            `keras_mulrnn.fused` (same results, faster training) where it applies; False
+            always uses Keras's generic loop.
         **kwargs: the cell's arguments (`rank`, `sharing`, `transition`, `dropout`, ...; see
             the cell's docstring) and the layer's (`name`, `dtype`, `trainable`).
     """
@@ -43,6 +47,7 @@ class RecurrentLayer(keras.layers.RNN):
         stateful=False,
         unroll=False,
         zero_output_for_mask=False,
+        fused=True,
         **kwargs,
     ):
         layer_kwargs = {key: kwargs.pop(key) for key in _LAYER_ARGUMENTS if key in kwargs}
@@ -65,6 +70,7 @@ class RecurrentLayer(keras.layers.RNN):
             **layer_kwargs,
         )
         self.input_spec = keras.layers.InputSpec(ndim=3)
+        self.fused = fused
 
     @property
     def units(self):
@@ -87,6 +93,11 @@ class RecurrentLayer(keras.layers.RNN):
         # state sums over many steps and would drift in bfloat16.
         initial_state = [ops.cast(state, cell.variable_dtype) for state in initial_state]
 
+        if (self.fused and keras.backend.backend() == "tensorflow"
+                and fused.supports(cell, mask, self.unroll)):
+            return fused.run(cell, projected, initial_state, weights, recurrent_mask,
+                             self.go_backwards)
+
         def step(projected_t, states):
             return cell.recurrent_step(projected_t, states, weights, recurrent_mask)
 
@@ -103,7 +114,7 @@ class RecurrentLayer(keras.layers.RNN):
         )
 
     def get_config(self):
-        config = super().get_config()
+        config = {**super().get_config(), "fused": self.fused}
         cell_config = config.pop("cell")["config"]
         for key in ("name", "dtype", "trainable"):
             cell_config.pop(key, None)

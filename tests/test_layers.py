@@ -142,16 +142,10 @@ def _recording(cell_class):
     return Recording
 
 
-@pytest.mark.parametrize("use_layer", [False, True])
-def test_variational_dropout_one_mask_per_sequence(use_layer):
+def test_variational_dropout_one_mask_per_sequence():
     cell_class = _recording(km.MLSTMCell)
-    if use_layer:
-        layer_class = type("RecordingMLSTM", (km.MLSTM,), {"cell_class": cell_class})
-        layer = layer_class(N, rank=4, dropout=0.5, recurrent_dropout=0.5, seed=1,
-                            return_sequences=True)
-    else:
-        layer = keras.layers.RNN(cell_class(N, rank=4, dropout=0.5, recurrent_dropout=0.5,
-                                            seed=1), return_sequences=True)
+    layer = keras.layers.RNN(cell_class(N, rank=4, dropout=0.5, recurrent_dropout=0.5,
+                                        seed=1), return_sequences=True)
     xs = np.repeat(inputs(batch=1, steps=6), 4, axis=0)  # 4 identical sequences
     layer(xs, training=True)
     first = cell_class.seen[:]
@@ -173,12 +167,14 @@ def test_variational_dropout_one_mask_per_sequence(use_layer):
     np.testing.assert_allclose(out_infer, plain(xs), atol=1e-6)
 
 
-def test_dropout_masks_match_between_layer_and_wrapped_cell():
-    """The hoisted path applies the masks exactly as the step-by-step cell does."""
-    layer = km.MGRU(N, rank=4, sharing="unshared", dropout=0.3, recurrent_dropout=0.3, seed=9,
+@pytest.mark.parametrize("sharing", ["unshared", (("z", "r"), ("h",))])  # fused loop, plain
+def test_dropout_masks_match_between_layer_and_wrapped_cell(sharing):
+    """The sequence layer applies the masks exactly as the step-by-step cell does (one mask
+    per sequence, shown above), and they vanish at inference."""
+    layer = km.MGRU(N, rank=4, sharing=sharing, dropout=0.3, recurrent_dropout=0.3, seed=9,
                     return_sequences=True)
     wrapped = keras.layers.RNN(
-        km.MGRUCell(N, rank=4, sharing="unshared", dropout=0.3, recurrent_dropout=0.3, seed=9),
+        km.MGRUCell(N, rank=4, sharing=sharing, dropout=0.3, recurrent_dropout=0.3, seed=9),
         return_sequences=True)
     layer.build((None, 12, D))
     wrapped.build((None, 12, D))
@@ -186,6 +182,10 @@ def test_dropout_masks_match_between_layer_and_wrapped_cell():
     wrapped.set_weights(layer.get_weights())
     np.testing.assert_allclose(layer(inputs(), training=True), wrapped(inputs(), training=True),
                                atol=1e-6)
+    same_rows = np.repeat(inputs(batch=1), 3, axis=0)
+    trained = np.asarray(layer(same_rows, training=True))
+    assert not np.allclose(trained[0], trained[1])  # a different mask per sequence
+    np.testing.assert_allclose(layer(same_rows, training=False), wrapped(same_rows), atol=1e-6)
 
 
 def test_mixed_bfloat16_trains_with_float32_loss():

@@ -1,0 +1,170 @@
+"""The recurrence over a whole sequence with a hand-written backward pass (TensorFlow).
+
+Automatic differentiation of a `tf.while_loop` computes the gradient of every recurrent
+weight matrix inside the backward loop: at every step an outer product whose inner dimension
+is only the batch, added into an accumulator. Here the backward loop only carries the
+gradients of the states and records, per step, the gradient of each recurrent product's
+output; after the loop, every recurrent weight gradient is **one** matrix product over all
+`time × batch` rows (`H_prevᵀ · dMH`, `Mᵀ · dR`), which runs near the matrix-multiply peak.
+
+The family's elementwise gate equations (`cell._update`) are differentiated by
+`tf.GradientTape` inside each backward step, so this module holds no per-family calculus:
+only the products around them are written by hand, and they are the same for every family.
+Used by the sequence layers on TensorFlow, without masks or unrolling, for additive cells and
+for multiplicative cells whose groups have equal sizes (shared, unshared, equal partitions).
+Results and gradients equal those of the plain loop (tested).
+"""
+
+import tensorflow as tf
+
+
+def supports(cell, mask, unroll):
+    """Whether the fused loop applies to this call."""
+    if mask is not None or unroll:
+        return False
+    return not cell.multiplicative or len({len(group) for group in cell.groups}) == 1
+
+
+def run(cell, projected, initial_state, weights, recurrent_mask, go_backwards):
+    """Runs `cell` over `projected` (B, T, P) from `initial_state`; returns
+    `(last_output, outputs (B, T, n), final_states)` like `keras.src.backend.rnn`."""
+    sequence = tf.transpose(projected, (1, 0, 2))  # time major
+    if go_backwards:
+        sequence = tf.reverse(sequence, [0])
+    if cell.multiplicative:
+        recurrent = [weights["factor_recurrent"], weights["transition"]]
+    else:
+        recurrent = [weights["recurrent"]]
+    if recurrent_mask is None:
+        recurrent_mask = tf.ones_like(initial_state[0])
+    outputs, *states = _sequence_function(cell)(sequence, recurrent_mask, *initial_state,
+                                                *recurrent)
+    outputs = tf.transpose(outputs, (1, 0, 2))
+    return outputs[:, -1], outputs, list(states)
+
+
+def _recurrent_products(cell, h_in, factor_input, recurrent):
+    """One step's recurrent products: `r` (B, width), and `m`, `W_mh h` when multiplicative."""
+    h_in = tf.cast(h_in, recurrent[0].dtype)
+    if not cell.multiplicative:
+        return tf.matmul(h_in, recurrent[0]), None, None
+    mh = tf.matmul(h_in, recurrent[0])
+    m = factor_input * mh
+    return cell._transition(m, recurrent[1]), m, mh
+
+
+def _sequence_function(cell):
+    count = cell.state_count
+    width = len(cell.gate_order) * cell.units
+
+    def step(x_t, r, before):
+        dtype = before[0].dtype
+        return cell._update(cell._by_gate(tf.cast(x_t[:, :width], dtype)),
+                            cell._by_gate(tf.cast(r, dtype)), before)
+
+    @tf.custom_gradient
+    def sequence_function(sequence, mask, *args):
+        states0, recurrent = list(args[:count]), list(args[count:])
+        steps = tf.shape(sequence)[0]
+
+        def forward(t, states, saved):
+            r, m, mh = _recurrent_products(cell, states[0] * mask, sequence[t][:, width:],
+                                           recurrent)
+            h, new_states = step(sequence[t], r, states)
+            # Saved for the backward pass: the output, the states before the step (all but
+            # h, which is the previous output), and the products.
+            values = [h, r, *states[1:]] + ([m, mh] if m is not None else [])
+            saved = [array.write(t, value) for array, value in zip(saved, values)]
+            return t + 1, [tf.convert_to_tensor(s) for s in new_states], saved
+
+        kinds = [states0[0].dtype, sequence.dtype] + [s.dtype for s in states0[1:]]
+        kinds += [sequence.dtype] * 2 if cell.multiplicative else []
+        saved = [tf.TensorArray(dtype, size=steps) for dtype in kinds]
+        _, final, saved = tf.while_loop(lambda t, *_: t < steps, forward, (0, states0, saved))
+        saved = [array.stack() for array in saved]
+        outputs = saved[0]
+
+        def grad(d_outputs, *d_final):
+            return _backward(cell, step, sequence, mask, states0, recurrent, saved,
+                             d_outputs, d_final)
+
+        return (outputs, *final), grad
+
+    return sequence_function
+
+
+def _backward(cell, step, sequence, mask, states0, recurrent, saved, d_outputs, d_final):
+    count = cell.state_count
+    width = len(cell.gate_order) * cell.units
+    steps = tf.shape(sequence)[0]
+    outputs, saved_r, *rest = saved
+    saved_other, products = rest[: count - 1], rest[count - 1 :]
+    h_prev = tf.concat([states0[0][None], outputs[:-1]], axis=0)
+    d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
+    d_final = [tf.zeros_like(s) if d is None else d for s, d in zip(states0, d_final)]
+
+    def backward(i, d_states, d_sequence, d_r_all, d_mh_all):
+        t = steps - 1 - i
+        x_t, r = sequence[t], saved_r[t]
+        before = [h_prev[t]] + [other[t] for other in saved_other]
+        with tf.GradientTape() as tape:
+            tape.watch([x_t, r] + before)
+            h, new_states = step(x_t, r, before)
+        # `d_before[0]` is h_{t-1}'s direct path through the gate equations (mGRU's z ⊙ h);
+        # its path through the products is added below.
+        d_x_t, d_r, *d_before = tape.gradient(
+            [h] + list(new_states[1:]), [x_t, r] + before,
+            output_gradients=[d_states[0] + d_outputs[t]] + list(d_states[1:]),
+            unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        if cell.multiplicative:
+            m, mh = products[0][t], products[1][t]
+            d_m = _transition_transpose(cell, d_r, recurrent[1])
+            d_mh = d_m * x_t[:, width:]
+            d_x_t = tf.concat([d_x_t[:, :width], d_m * mh], axis=-1)
+            d_h_in = tf.matmul(d_mh, recurrent[0], transpose_b=True)
+            d_mh_all = d_mh_all.write(t, d_mh)
+        else:
+            d_h_in = tf.matmul(d_r, recurrent[0], transpose_b=True)
+        d_h = d_before[0] + tf.cast(d_h_in, before[0].dtype) * mask
+        return (i + 1, [d_h] + d_before[1:], d_sequence.write(t, d_x_t), d_r_all.write(t, d_r),
+                d_mh_all)
+
+    arrays = [tf.TensorArray(sequence.dtype, size=steps) for _ in range(3)]
+    _, d_states0, d_sequence, d_r_all, d_mh_all = tf.while_loop(
+        lambda i, *_: i < steps, backward, (0, d_final, *arrays))
+
+    # Every recurrent weight gradient: one product over all time × batch rows.
+    def rows(tensor):
+        return tf.reshape(tensor, (-1, tensor.shape[-1]))
+
+    h_rows = rows(tf.cast(h_prev * mask, sequence.dtype))
+    d_r_rows = rows(d_r_all.stack())
+    if cell.multiplicative:
+        d_recurrent = [
+            tf.matmul(h_rows, rows(d_mh_all.stack()), transpose_a=True),
+            _transition_weight_grad(cell, rows(products[0]), d_r_rows),
+        ]
+    else:
+        d_recurrent = [tf.matmul(h_rows, d_r_rows, transpose_a=True)]
+    # The recurrent dropout mask is drawn, not learned: it gets no gradient.
+    return (d_sequence.stack(), None, *d_states0, *d_recurrent)
+
+
+def _transition_transpose(cell, d_r, transition):
+    """`dm` from `dr`: the transpose of `cell._transition`."""
+    if len(cell.groups) == 1:
+        return tf.matmul(d_r, transition, transpose_b=True)
+    grouped = tf.reshape(d_r, (-1, len(cell.groups), transition.shape[-1]))
+    d_m = tf.einsum("bgs,gks->bgk", grouped, transition)
+    return tf.reshape(d_m, (-1, len(cell.groups) * cell.rank))
+
+
+def _transition_weight_grad(cell, m_rows, d_r_rows):
+    """The gradient of the arranged transition weights from all rows at once."""
+    if len(cell.groups) == 1:
+        return tf.matmul(m_rows, d_r_rows, transpose_a=True)
+    groups = len(cell.groups)
+    m = tf.transpose(tf.reshape(m_rows, (-1, groups, cell.rank)), (1, 0, 2))
+    d_r = tf.transpose(tf.reshape(d_r_rows, (-1, groups, d_r_rows.shape[-1] // groups)),
+                       (1, 0, 2))
+    return tf.matmul(m, d_r, transpose_a=True)  # (groups, rank, size)
