@@ -87,10 +87,14 @@ def time_training(model, batch, warmup, steps):
     return steps * batch * SEQ_LEN / (time.perf_counter() - started)
 
 
-def grid(quick):
+def grid(quick, units=None, batches=None, only=None, jit=None):
     references = [("lstm", "keras"), ("gru", "keras")]
     ours = [(family, p) for family in ("rnn", "lstm", "gru")
             for p in ("additive", "shared", "unshared")]
+    if units or batches or only or jit:
+        models = [tuple(name.split("/")) for name in only] if only else references + ours
+        return [(f, p, u, b, j) for u in units or (256, 1024) for b in batches or (64, 128)
+                for j in jit or (False, True) for f, p in models]
     if quick:
         return [(f, p, 256, 64, jit) for f, p in references[:1] + [("lstm", "additive"),
                                                                      ("lstm", "shared"),
@@ -106,6 +110,11 @@ def main():
     p.add_argument("--json", action="store_true", help="one JSON record per configuration")
     p.add_argument("--steps", type=int, default=None, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--units", type=int, nargs="*", help="a sub-grid: these units only")
+    p.add_argument("--batch", type=int, nargs="*", help="a sub-grid: these batch sizes only")
+    p.add_argument("--only", nargs="*", help="a sub-grid: e.g. lstm/keras lstm/shared")
+    p.add_argument("--jit", type=lambda s: s.lower() == "true", nargs="*",
+                   help="a sub-grid: true and/or false")
     args = p.parse_args()
     steps = args.steps or (5 if args.quick else 10)
     peaks = {}
@@ -114,7 +123,8 @@ def main():
               f"Keras {keras.__version__}")
         print(f"{'name':24} {'units':>5} {'rank':>5} {'batch':>5} {'jit':>5} "
               f"{'chars/s':>9} {'MFLOP/ch':>9} {'GFLOP/s':>8} {'peak':>7} {'%peak':>6}")
-    for family, parametrization, units, batch, jit in grid(args.quick):
+    for family, parametrization, units, batch, jit in grid(args.quick, args.units, args.batch,
+                                                             args.only, args.jit):
         rank = None
         if parametrization == "shared":
             rank = units
