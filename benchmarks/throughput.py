@@ -108,6 +108,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a reduced grid, under 3 minutes")
     p.add_argument("--json", action="store_true", help="one JSON record per configuration")
+    p.add_argument("--markdown", action="store_true", help="a Markdown table")
     p.add_argument("--steps", type=int, default=None, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--units", type=int, nargs="*", help="a sub-grid: these units only")
@@ -118,7 +119,11 @@ def main():
     args = p.parse_args()
     steps = args.steps or (5 if args.quick else 10)
     peaks = {}
-    if not args.json:
+    columns = ["name", "units", "rank", "batch", "jit", "chars/s", "MFLOP/char", "GFLOP/s",
+               "peak GFLOP/s", "% of peak"]
+    if args.markdown:
+        print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    elif not args.json:
         print(f"# {platform.processor() or platform.machine()}, TF {tf.__version__}, "
               f"Keras {keras.__version__}")
         print(f"{'name':24} {'units':>5} {'rank':>5} {'batch':>5} {'jit':>5} "
@@ -145,12 +150,18 @@ def main():
                       rank=rank, batch=batch, jit=jit, chars_per_sec=round(chars, 1),
                       flops_per_char=3 * analytic, gflops=round(gflops, 2),
                       peak_gflops=round(peaks[(batch, units, width)], 2))
+        share = 100 * gflops / record["peak_gflops"]
         if args.json:
             print(json.dumps(record), flush=True)
+        elif args.markdown:
+            cells = [name, units, rank or "-", batch, jit, f"{chars:,.0f}",
+                     f"{3 * analytic / 1e6:.2f}", f"{gflops:.1f}",
+                     f"{record['peak_gflops']:.1f}", f"{share:.0f}%"]
+            print("| " + " | ".join(map(str, cells)) + " |", flush=True)
         else:
             print(f"{name:24} {units:5} {rank or '-':>5} {batch:5} {str(jit):>5} "
                   f"{chars:9,.0f} {3 * analytic / 1e6:9.2f} {gflops:8.1f} "
-                  f"{record['peak_gflops']:7.1f} {100 * gflops / record['peak_gflops']:5.0f}%",
+                  f"{record['peak_gflops']:7.1f} {share:5.0f}%",
                   flush=True)
 
 

@@ -220,3 +220,37 @@ def test_cell_used_as_sequence_layer_says_how_to_wrap_it(cell_class):
     with pytest.raises(ValueError, match=r"keras\.layers\.RNN\(") as error:
         keras.Sequential([keras.Input((10, D)), cell_class(8)])
     assert "sequence layer" in str(error.value)
+
+
+@pytest.mark.parametrize("family,sharing", [
+    ("lstm", "shared"), ("lstm", "unshared"), ("gru", "shared"), ("gru", "unshared"),
+    ("rnn", "shared"), ("lstm", "additive"), ("gru", "additive"),
+    ("lstm", (("i", "f"), ("o", "u"))),
+])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_fused_loop_equals_the_plain_loop_with_gradients(family, sharing, go_backwards):
+    """The hand-written backward pass is an optimization, not a new model: outputs, final
+    states and every gradient equal those of Keras's generic loop."""
+    import tensorflow as tf
+
+    rank = None if sharing == "additive" else 5
+    options = dict(units=N, rank=rank, return_sequences=True, return_state=True,
+                   go_backwards=go_backwards, recurrent_dropout=0.25, seed=4)
+    fused = km.make_layer(family, sharing, fused=True, **options)
+    plain = km.make_layer(family, sharing, fused=False, **options)
+    for layer in (fused, plain):
+        layer.build((None, 12, D))
+    randomized(fused, 8)
+    plain.set_weights(fused.get_weights())
+    xs = tf.constant(inputs())
+    probe = np.random.default_rng(9).standard_normal((3, 12, N)).astype("float32")
+    results = []
+    for layer in (fused, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            out, *states = layer(xs, training=True)
+            loss = tf.reduce_sum(out * probe) + sum(tf.reduce_sum(s * s) for s in states)
+        grads = tape.gradient(loss, layer.trainable_variables + [xs])
+        results.append([out, *states, *grads])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)

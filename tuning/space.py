@@ -66,6 +66,9 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
         """The `TrainConfig` of one point of the space (declaring its hyperparameters)."""
         chosen = {}
         for name, values in self.axes.items():
+            if name == "units" and self.budget is not None and "rank_ratio" in self.axes:
+                continue  # the budget and the rank ratio determine the units
+
             chosen[name] = (
                 hp.Fixed(name, values[0]) if len(values) == 1 else hp.Choice(name, values)
             )
