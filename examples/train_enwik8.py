@@ -17,6 +17,7 @@ DEFAULTS = dict(
     weight_norm=True, recurrent_dropout=0.2, batch_size=128, seq_len=100,
     learning_rate=1e-3, clipnorm=1.0, steps=200_000, eval_every=2000,
     checkpoint_every=1000, valid_symbols=500_000, eval_batch_size=64, test_batch_size=1,
+    steps_per_execution=10,
 )
 
 

@@ -19,7 +19,8 @@ from keras_mulrnn.training import TrainConfig, TrainingInterrupted, train
 QUICK = dict(units=128, rank=None, embedding_dim=32, num_layers=1, batch_size=32, seq_len=100,
              steps=1000, eval_every=250, valid_symbols=20_000, eval_batch_size=16,
              test_batch_size=16, input_dropout=0.0, recurrent_dropout=0.0,
-             output_dropout=0.0, weight_norm=False, learning_rate=5e-3, sample_length=200)
+             output_dropout=0.0, weight_norm=False, learning_rate=5e-3, sample_length=200,
+             steps_per_execution=1)
 
 
 def parser(description, defaults, data_help):
