@@ -20,7 +20,9 @@ setup(
         "tensorboard>=2.21",
     ],
     extras_require={
-        "tests": ["pytest>=8.0"],
+        # The tests exercise every optional part: tuning, its report's plot, TFDS.
+        "tests": ["pytest>=8.0", "keras-tuner>=1.4.8", "matplotlib>=3.8",
+                  "tensorflow-datasets>=4.9"],
         "tuning": ["keras-tuner>=1.4.8", "matplotlib>=3.8"],
         "tfds": ["tensorflow-datasets>=4.9"],
         "plot": ["matplotlib>=3.8"],

@@ -11,7 +11,7 @@ zero state).
 import argparse
 
 from keras_mulrnn.cli import guarded
-from keras_mulrnn.data import load_enwik8, load_ptb, load_text, load_tfds
+from keras_mulrnn.data import CORPORA, load_corpus
 from keras_mulrnn.evaluation import evaluate_bpc
 from keras_mulrnn.saving import load_model
 
@@ -19,7 +19,7 @@ from keras_mulrnn.saving import load_model
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="a model.keras or best.keras file")
-    p.add_argument("--corpus", choices=("text", "enwik8", "ptb", "tfds"), default="text")
+    p.add_argument("--corpus", choices=CORPORA, default="text")
     p.add_argument("--data", help="the file (or PTB directory) the model was trained on")
     p.add_argument("--tfds", help="a TFDS text dataset name (with --corpus tfds)")
     p.add_argument("--kind", choices=("char", "byte"), default="char")
@@ -28,14 +28,7 @@ def main():
     p.add_argument("--seq-len", type=int, default=100)
     args = p.parse_args()
     model = load_model(args.model)
-    if args.corpus == "tfds":
-        corpus = load_tfds(args.tfds, args.kind)
-    elif args.corpus == "enwik8":
-        corpus = load_enwik8(args.data)
-    elif args.corpus == "ptb":
-        corpus = load_ptb(args.data)
-    else:
-        corpus = load_text(args.data, args.kind)
+    corpus = load_corpus(args.corpus, args.data, args.tfds, args.kind)
     if corpus.vocabulary != model.vocabulary:
         raise ValueError(
             f"The model's vocabulary ({len(model.vocabulary)} {model.vocabulary.kind} symbols) "

@@ -149,7 +149,8 @@ def test_text_files_and_bad_files(tmp_path):
 
 
 def test_tfds_text_dataset_offline_with_mock_data():
-    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow_datasets as tfds
+
     with tfds.testing.mock_data(num_examples=1):
         corpus = load_tfds("tiny_shakespeare")
     assert len(corpus.train) > 0 and len(corpus.valid) > 0 and len(corpus.test) > 0

@@ -185,3 +185,10 @@ def test_main_script_quick_end_to_end(tmp_path):
         capture_output=True, text=True, timeout=300, env=env)
     assert generated.returncode == 0, generated.stderr[-3000:]
     assert generated.stdout.startswith("It is") and len(generated.stdout.strip()) >= 30
+    evaluated = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "evaluate.py"), "--model",
+         str(output / "model.keras"), "--corpus", "enwik8", "--data", str(data), "--split", "test",
+         "--batch-size", str(results["config"]["test_batch_size"]), "--seq-len", "20"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert f"test: {results['test_bpc']:.4f} bits per character" in evaluated.stdout

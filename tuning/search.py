@@ -22,7 +22,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from keras_mulrnn.cli import guarded  # noqa: E402
-from keras_mulrnn.data import load_enwik8, load_ptb, load_text, load_tfds  # noqa: E402
+from keras_mulrnn.data import CORPORA, load_corpus  # noqa: E402
 from keras_mulrnn.training import TrainConfig  # noqa: E402
 from tuning.space import (  # noqa: E402
     TUNERS,
@@ -36,7 +36,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = p.add_argument_group("data (as in the training scripts)")
-    data.add_argument("--corpus", choices=("text", "enwik8", "ptb", "tfds"), default="text")
+    data.add_argument("--corpus", choices=CORPORA, default="text")
     data.add_argument("--data", help="a text/byte file, enwik8(.zip), or the PTB directory")
     data.add_argument("--tfds", help="a TFDS text dataset name (with --corpus tfds)")
     data.add_argument("--kind", choices=("char", "byte"), default="char")
@@ -91,18 +91,6 @@ def values(text, kind):
         raise ValueError(f"Could not read {text!r} as {kind.__name__} values.") from None
 
 
-def load_corpus(args):
-    if args.corpus == "tfds":
-        if not args.tfds:
-            raise ValueError("--corpus tfds needs --tfds NAME.")
-        return load_tfds(args.tfds, args.kind)
-    if args.corpus == "enwik8":
-        return load_enwik8(args.data)
-    if not args.data:
-        raise ValueError(f"--corpus {args.corpus} needs --data PATH.")
-    return load_ptb(args.data) if args.corpus == "ptb" else load_text(args.data, args.kind)
-
-
 def set_role(args):
     """keras-tuner's distributed mode is configured through the environment."""
     if args.chief or args.worker:
@@ -148,7 +136,7 @@ def make_tuner(args, corpus):
 def main(argv=None):
     args = parse_args(argv)
     set_role(args)
-    corpus = load_corpus(args)
+    corpus = load_corpus(args.corpus, args.data, args.tfds, args.kind)
     tuner = make_tuner(args, corpus)
     tuner.search_space_summary()
     tuner.search()

@@ -2,7 +2,9 @@
 
 from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
 from keras_mulrnn.data.corpora import (
+    CORPORA,
     Corpus,
+    load_corpus,
     load_enwik8,
     load_ptb,
     load_text,
@@ -16,6 +18,8 @@ __all__ = [
     "Vocabulary",
     "TBPTTBatches",
     "ShuffledWindows",
+    "load_corpus",
+    "CORPORA",
     "load_enwik8",
     "load_ptb",
     "load_text",

@@ -254,3 +254,23 @@ def load_tfds(name, kind="char", splits=("train", "validation", "test"), data_di
         texts = [text.decode("utf-8") for text in texts]
         vocabulary = Vocabulary.from_data("".join(texts), "char")
     return Corpus(name, vocabulary, *(vocabulary.encode(t, what=name) for t in texts))
+
+
+CORPORA = ("text", "enwik8", "ptb", "tfds")
+
+
+def load_corpus(corpus, data=None, tfds_name=None, kind="char"):
+    """One entry point for the command lines: `corpus` is "text" (a file at `data`, read as
+    `kind`), "enwik8" (`data` or the download), "ptb" (the directory `data`) or "tfds"
+    (the dataset `tfds_name`)."""
+    if corpus == "tfds":
+        if not tfds_name:
+            raise ValueError("The TFDS corpus needs a dataset name (--tfds NAME).")
+        return load_tfds(tfds_name, kind)
+    if corpus == "enwik8":
+        return load_enwik8(data)
+    if corpus not in CORPORA:
+        raise ValueError(f"Invalid corpus {corpus!r}. Allowed: {CORPORA}.")
+    if not data:
+        raise ValueError(f"The {corpus} corpus needs a path (--data PATH).")
+    return load_ptb(data) if corpus == "ptb" else load_text(data, kind)
