@@ -141,7 +141,7 @@ def _free_port():
 def test_chief_and_two_workers_share_a_search(tmp_path, data):
     port = str(_free_port())
     base = [sys.executable, os.path.join(ROOT, "tuning", "search.py"),
-            *_search_args(tmp_path, data, "--max-trials", "4"),
+            *_search_args(tmp_path, data, "--max-trials", "6"),
             "--oracle-ip", "127.0.0.1", "--oracle-port", port]
     processes = [subprocess.Popen(base + ["--chief"], env=ENV, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)]
@@ -158,7 +158,7 @@ def test_chief_and_two_workers_share_a_search(tmp_path, data):
     for p, output in zip(processes, outputs):
         assert p.returncode == 0, output[-3000:]
     trials = _trials(tmp_path)
-    assert len(trials) == 4 and all(t["status"] == "COMPLETED" for t in trials.values())
+    assert len(trials) == 6 and all(t["status"] == "COMPLETED" for t in trials.values())
     workers = {}
     for trial_id in trials:
         worker = (tmp_path / "p" / f"trial_{trial_id}" / "worker.txt").read_text()
@@ -166,7 +166,7 @@ def test_chief_and_two_workers_share_a_search(tmp_path, data):
     assert set(workers) <= {"tuner1", "tuner2"}
     # Each worker ran trials, and no trial ran on both.
     assert len(workers) == 2, workers
-    assert sum(len(ids) for ids in workers.values()) == 4
+    assert sum(len(ids) for ids in workers.values()) == 6
 
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, data, monkeypatch):
