@@ -117,7 +117,7 @@ def _backward(cell, step, sequence, mask, states0, recurrent, saved, d_outputs, 
             output_gradients=[d_states[0] + d_outputs[t]] + list(d_states[1:]),
             unconnected_gradients=tf.UnconnectedGradients.ZERO)
         if cell.multiplicative:
-            m, mh = products[0][t], products[1][t]
+            mh = products[1][t]
             d_m = _transition_transpose(cell, d_r, recurrent[1])
             d_mh = d_m * x_t[:, width:]
             d_x_t = tf.concat([d_x_t[:, :width], d_m * mh], axis=-1)

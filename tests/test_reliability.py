@@ -17,7 +17,7 @@ import tensorflow as tf
 import keras_mulrnn as km
 from keras_mulrnn.checkpoints import CheckpointManager
 from keras_mulrnn.data import corpora, load_ptb, load_text
-from keras_mulrnn.training import TrainConfig, train
+from keras_mulrnn.training import train
 from test_language_model import TEXT, small_config, small_corpus, tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,6 @@ import time
 import keras_tuner
 import pytest
 
-import keras_mulrnn as km
 from keras_mulrnn.data import Vocabulary
 from test_language_model import TEXT
 from tuning import report, search
