@@ -42,8 +42,8 @@ class TrainConfig:
     `valid_symbols` symbols of the valid split, all when None, in rows of `eval_batch_size`),
     also checkpoint every `checkpoint_every` steps; the final valid and test figures score
     the whole splits in rows of `test_batch_size` (1 = the papers' protocol).
-    Speed: `jit_compile` (XLA; on by default: it trained 1.3–1.6× faster on a 2-core CPU at
-    256 units, see BENCHMARKS.md), `steps_per_execution`. `seed` fixes initialization, dropout
+    Speed: `jit_compile` (XLA; on by default: it trained the mLSTM 1.2–1.4× faster on a
+    2-core CPU, see BENCHMARKS.md), `steps_per_execution`. `seed` fixes initialization, dropout
     and data order. On a NaN or infinite loss the run stops, unless `nan_rollbacks > 0`: then
     it goes back to the last good checkpoint with half the learning rate, that many times.
     """
