@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 
+from keras_mulrnn.randomness import random_state_variables
+
 PREFIX = "ckpt-"
 META = "meta.json"  # written last: its presence marks a complete checkpoint
 
@@ -60,7 +62,7 @@ class CheckpointManager:
             )
             np.savez(
                 os.path.join(temporary, "random.npz"),
-                *[v.numpy() for v in _random_states(model)],
+                *[v.numpy() for v in random_state_variables(model)],
             )
             with open(os.path.join(temporary, META), "w") as handle:
                 json.dump({**meta, "step": step}, handle, indent=1)
@@ -99,7 +101,7 @@ class CheckpointManager:
             try:
                 model.load_weights(os.path.join(path, "model.weights.h5"))
                 for name, variables in (("carry", model.carried_states),
-                                        ("random", _random_states(model))):
+                                        ("random", random_state_variables(model))):
                     with np.load(os.path.join(path, f"{name}.npz")) as saved:
                         values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
                     for variable, value in zip(variables, values, strict=True):
@@ -121,10 +123,3 @@ def _warn_unreadable(path, error):
         f"previous one.",
         stacklevel=3,
     )
-
-
-def _random_states(model):
-    """The dropout seed generators' state variables, which `save_weights` leaves out, in the
-    model's own (deterministic) order; their names depend on what else the process built."""
-    weights = {id(v) for v in model.weights}
-    return [v for v in model.variables if id(v) not in weights and "seed_generator" in v.path]

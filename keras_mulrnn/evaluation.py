@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras_mulrnn.compiled import cached_function
 from keras_mulrnn.data.batches import TBPTTBatches
 from keras_mulrnn.model import symbol_bits
+from keras_mulrnn.randomness import preserved_random_state
 
 
 def evaluate_bpc(model, ids, batch_size=1, seq_len=100, jit_compile=False):
@@ -20,11 +21,12 @@ def evaluate_bpc(model, ids, batch_size=1, seq_len=100, jit_compile=False):
     step = _scoring_step(model, jit_compile)
     states = model.zero_states(batch_size)
     total_bits, total_symbols = 0.0, 0.0
-    for index in range(batches.batches_per_pass):
-        inputs, targets, weights = batches.window(index)
-        bits, symbols, states = step(inputs, targets, weights, states)
-        total_bits += float(bits)
-        total_symbols += float(symbols)
+    with preserved_random_state(model):
+        for index in range(batches.batches_per_pass):
+            inputs, targets, weights = batches.window(index)
+            bits, symbols, states = step(inputs, targets, weights, states)
+            total_bits += float(bits)
+            total_symbols += float(symbols)
     if int(round(total_symbols)) != batches.symbols:
         raise AssertionError(
             f"scored {total_symbols} symbols of {batches.symbols}: the layout lost some"

@@ -4,6 +4,7 @@ symbol), reproducible with a seed."""
 import tensorflow as tf
 
 from keras_mulrnn.compiled import cached_function
+from keras_mulrnn.randomness import preserved_random_state
 from keras_mulrnn.validation import check_positive_int
 
 
@@ -40,7 +41,8 @@ def generate(model, prompt, length=200, temperature=1.0, top_k=None, seed=0, bat
     prompt_ids = vocabulary.encode(prompt, what="The prompt").astype("int32")
     prompts = tf.tile(tf.constant(prompt_ids)[None], (batch_size, 1))
     sampler = _sampler(model, length, float(temperature), top_k or len(vocabulary))
-    sampled = sampler(prompts, tf.constant([seed, 0], tf.int64)).numpy()
+    with preserved_random_state(model):
+        sampled = sampler(prompts, tf.constant([seed, 0], tf.int64)).numpy()
     texts = [vocabulary.decode(row) for row in sampled]
     return texts[0] if batch_size == 1 else texts
 

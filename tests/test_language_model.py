@@ -192,3 +192,15 @@ def test_main_script_quick_end_to_end(tmp_path):
         capture_output=True, text=True, timeout=300, env=env)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert f"test: {results['test_bpc']:.4f} bits per character" in evaluated.stdout
+
+
+def test_validation_and_sampling_do_not_change_training(tmp_path):
+    """Evaluation draws no dropout masks from the training stream: how often a run validates
+    (and so where a resumed run's checkpoint sits relative to a validation) changes nothing."""
+    corpus = small_corpus()
+    often = train(corpus, small_config(eval_every=3), tmp_path / "often", verbose=0)
+    rarely = train(corpus, small_config(eval_every=12), tmp_path / "rarely", verbose=0)
+    for a, b in zip(keras.saving.load_model(tmp_path / "often" / "model.keras").get_weights(),
+                    keras.saving.load_model(tmp_path / "rarely" / "model.keras").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert often["test_bpc"] == rarely["test_bpc"]
