@@ -31,10 +31,7 @@ def run(cell, projected, initial_state, weights, recurrent_mask, go_backwards):
     sequence = tf.transpose(projected, (1, 0, 2))  # time major
     if go_backwards:
         sequence = tf.reverse(sequence, [0])
-    if cell.multiplicative:
-        recurrent = [weights["factor_recurrent"], weights["transition"]]
-    else:
-        recurrent = [weights["recurrent"]]
+    recurrent = [weights[name] for name in _recurrent_names(cell)]
     if recurrent_mask is None:
         recurrent_mask = tf.ones_like(initial_state[0])
     outputs, *states = _sequence_function(cell)(sequence, recurrent_mask, *initial_state,
@@ -43,24 +40,19 @@ def run(cell, projected, initial_state, weights, recurrent_mask, go_backwards):
     return outputs[:, -1], outputs, list(states)
 
 
-def _recurrent_products(cell, h_in, factor_input, recurrent):
-    """One step's recurrent products: `r` (B, width), and `m`, `W_mh h` when multiplicative."""
-    h_in = tf.cast(h_in, recurrent[0].dtype)
-    if not cell.multiplicative:
-        return tf.matmul(h_in, recurrent[0]), None, None
-    mh = tf.matmul(h_in, recurrent[0])
-    m = factor_input * mh
-    return cell._transition(m, recurrent[1]), m, mh
+def _recurrent_names(cell):
+    """The prepared weights that the recurrent products read (the loop's weight inputs)."""
+    return ["factor_recurrent", "transition"] if cell.multiplicative else ["recurrent"]
 
 
 def _sequence_function(cell):
     count = cell.state_count
     width = len(cell.gate_order) * cell.units
 
+    names = _recurrent_names(cell)
+
     def step(x_t, r, before):
-        dtype = before[0].dtype
-        return cell._update(cell._by_gate(tf.cast(x_t[:, :width], dtype)),
-                            cell._by_gate(tf.cast(r, dtype)), before)
+        return cell.gate_update(x_t[:, :width], r, before)
 
     @tf.custom_gradient
     def sequence_function(sequence, mask, *args):
@@ -68,8 +60,8 @@ def _sequence_function(cell):
         steps = tf.shape(sequence)[0]
 
         def forward(t, states, saved):
-            r, m, mh = _recurrent_products(cell, states[0] * mask, sequence[t][:, width:],
-                                           recurrent)
+            r, m, mh = cell.recurrent_products(states[0] * mask, sequence[t][:, width:],
+                                               dict(zip(names, recurrent)))
             h, new_states = step(sequence[t], r, states)
             # Saved for the backward pass: the output, the states before the step (all but
             # h, which is the previous output), and the products.

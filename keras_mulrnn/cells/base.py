@@ -239,19 +239,29 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         a mixed policy); the products run in the compute dtype.
         """
         states = list(states)
-        h = states[0]
-        h_in = h if recurrent_mask is None else h * recurrent_mask
-        h_in = ops.cast(h_in, self.compute_dtype)
+        h_in = states[0] if recurrent_mask is None else states[0] * recurrent_mask
         width = len(self.gate_order) * self.units
-        x_part = projected[..., :width]
-        if self.multiplicative:
-            m = projected[..., width:] * ops.matmul(h_in, weights["factor_recurrent"])
-            r_part = self._transition(m, weights["transition"])
-        else:
-            r_part = ops.matmul(h_in, weights["recurrent"])
-        x_part = self._by_gate(ops.cast(x_part, h.dtype))
-        r_part = self._by_gate(ops.cast(r_part, h.dtype))
-        return self._update(x_part, r_part, states)
+        r, _, _ = self.recurrent_products(h_in, projected[..., width:], weights)
+        return self.gate_update(projected[..., :width], r, states)
+
+    def recurrent_products(self, h_in, factor_input, weights):
+        """The products that read the previous state: `r` (B, gates·units) — `W_gm m^g` for
+        every gate, or `U_g h` when additive — and, when multiplicative, `m` and `W_mh h`
+        (None otherwise). `factor_input` is the projected `W_mx x` of all groups."""
+        h_in = ops.cast(h_in, self.compute_dtype)
+        if not self.multiplicative:
+            return ops.matmul(h_in, weights["recurrent"]), None, None
+        mh = ops.matmul(h_in, weights["factor_recurrent"])
+        m = factor_input * mh
+        return self._transition(m, weights["transition"]), m, mh
+
+    def gate_update(self, x_gates, r, states):
+        """The family's gate equations from the input part `x_gates` and recurrent part `r`
+        of every pre-activation, computed in the states' dtype."""
+        dtype = states[0].dtype
+        return self._update(
+            self._by_gate(ops.cast(x_gates, dtype)), self._by_gate(ops.cast(r, dtype)), states
+        )
 
     def _transition(self, m, transition):
         """`W_gm m^G` for every gate, from all groups' intermediate states `m` (B, G·k)."""
