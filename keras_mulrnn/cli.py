@@ -23,21 +23,25 @@ QUICK = dict(units=128, rank=None, embedding_dim=32, num_layers=1, batch_size=32
              steps_per_execution=1)
 
 
-def parser(description, defaults, data_help):
-    """An argument parser whose defaults are `TrainConfig`'s updated by `defaults`."""
+def parser(description, defaults, data_help, exclude=()):
+    """An argument parser whose defaults are `TrainConfig`'s updated by `defaults`; the
+    `TrainConfig` fields named in `exclude` get no flag (the script sets them itself)."""
     config = dataclasses.replace(TrainConfig(), **defaults)
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", help=data_help)
     p.add_argument("--output", default="runs/" + description.split()[0].lower(),
                    help="directory for checkpoints, logs, model.keras and results.json")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the latest checkpoint in --output")
+    if "resume" not in exclude:
+        p.add_argument("--resume", action="store_true",
+                       help="continue from the latest checkpoint in --output")
     p.add_argument("--quick", action="store_true",
                    help="a small model and few steps (minutes on a CPU), for trying things")
     p.add_argument("--deterministic", action="store_true",
                    help="TensorFlow op determinism: the same seed gives the same weights")
     for field in dataclasses.fields(TrainConfig):
+        if field.name in exclude:
+            continue
         default = getattr(config, field.name)
         flag = "--" + field.name.replace("_", "-")
         if field.type is bool or isinstance(default, bool):
@@ -52,7 +56,8 @@ def parser(description, defaults, data_help):
 
 def config_from(args, parser_):
     """The `TrainConfig` of parsed `args`: `--quick` sets its preset, explicit flags win."""
-    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)}
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
+              if hasattr(args, field.name)}
     if args.quick:
         explicit = {
             action.dest for action in parser_._actions

@@ -127,17 +127,26 @@ class CharLanguageModel(keras.Model):
 
     def forward(self, ids, states, training=False):
         """Logits `(B, T, V)` and the new states, from ids `(B, T)` and the states."""
+        outputs, new_states = self.hidden_sequences(ids, states, training)
+        return self.head(self.output_dropout(outputs[-1], training=training)), new_states
+
+    def hidden_sequences(self, ids, states=None, training=False):
+        """The output sequence `h_1 … h_T` `(B, T, units)` of every recurrent layer, bottom
+        first, and the new states; `states=None` starts from zero."""
+        if states is None:
+            states = self.zero_states(ops.shape(ids)[0])
         x = self.embedding(ids)
-        new_states = []
+        outputs, new_states = [], []
         position = 0
         for layer in self.recurrent_layers:
             count = layer.cell.state_count
             x, *layer_states = layer(
                 x, initial_state=states[position : position + count], training=training
             )
+            outputs.append(x)
             new_states.extend(ops.cast(s, "float32") for s in layer_states)
             position += count
-        return self.head(self.output_dropout(x, training=training)), new_states
+        return outputs, new_states
 
     def call(self, ids, training=False):
         return self.forward(ids, self.zero_states(ops.shape(ids)[0]), training)[0]
