@@ -56,10 +56,7 @@ class CheckpointManager:
         os.makedirs(temporary)
         try:
             model.save_weights(os.path.join(temporary, "model.weights.h5"))
-            np.savez(
-                os.path.join(temporary, "carry.npz"),
-                *[state.numpy() for state in model.carried_states],
-            )
+            np.savez(os.path.join(temporary, "carry.npz"), *model.carry_values())
             np.savez(
                 os.path.join(temporary, "random.npz"),
                 *[v.numpy() for v in random_state_variables(model)],
@@ -100,12 +97,11 @@ class CheckpointManager:
                 check(meta)
             try:
                 model.load_weights(os.path.join(path, "model.weights.h5"))
-                for name, variables in (("carry", model.carried_states),
-                                        ("random", random_state_variables(model))):
-                    with np.load(os.path.join(path, f"{name}.npz")) as saved:
-                        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-                    for variable, value in zip(variables, values, strict=True):
-                        variable.assign(value)
+                model.set_carry_values(_read_arrays(os.path.join(path, "carry.npz")))
+                for variable, value in zip(random_state_variables(model),
+                                           _read_arrays(os.path.join(path, "random.npz")),
+                                           strict=True):
+                    variable.assign(value)
                 return meta
             except Exception as error:  # a damaged checkpoint: fall back to the previous one
                 _warn_unreadable(path, error)
@@ -115,6 +111,11 @@ class CheckpointManager:
                 f"warnings above). Start a new run in another --output directory."
             )
         return None
+
+
+def _read_arrays(path):
+    with np.load(path) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
 def _warn_unreadable(path, error):

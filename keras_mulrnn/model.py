@@ -114,6 +114,7 @@ class CharLanguageModel(keras.Model):
         # Logits in float32 so that the loss is float32 under a mixed policy.
         self.head = keras.layers.Dense(len(vocabulary), dtype="float32", name="logits")
         self._carry = _Carry()
+        self.gradient_clipnorm = None  # set by `training.build_model`; see `_clipped`
 
     @property
     def state_sizes(self):
@@ -155,16 +156,59 @@ class CharLanguageModel(keras.Model):
 
     def start_carry(self, batch_size, batches_per_pass):
         """Creates the carried states for training with `batch_size` rows; the state is
-        zeroed whenever the optimizer's step is a multiple of `batches_per_pass`."""
-        self._carry.states = [
-            tf.Variable(tf.zeros((batch_size, size)), trainable=False, name=f"carry_{i}")
-            for i, size in enumerate(self.state_sizes)
-        ]
+        zeroed whenever the optimizer's step is a multiple of `batches_per_pass`.
+
+        Under a `tf.distribute` strategy with `R` replicas every replica receives the whole
+        batch and trains on its own `batch_size / R` consecutive rows (replica `r`: rows
+        `[r·b, (r+1)·b)`), whose states it carries in its own copy of the variables (they are
+        `ON_READ`: never averaged or copied between replicas).
+        """
+        strategy = self.distribute_strategy
+        replicas = strategy.num_replicas_in_sync
+        if batch_size % replicas:
+            raise ValueError(
+                f"The batch of {batch_size} rows cannot be split evenly across {replicas} "
+                f"replicas. Give a --batch-size that is a multiple of {replicas}."
+            )
+        with strategy.scope():
+            self._carry.states = [
+                tf.Variable(tf.zeros((batch_size // replicas, size)), trainable=False,
+                            name=f"carry_{i}",
+                            synchronization=tf.VariableSynchronization.ON_READ,
+                            aggregation=tf.VariableAggregation.NONE)
+                for i, size in enumerate(self.state_sizes)
+            ]
         self._carry.batches_per_pass = batches_per_pass
 
     @property
     def carried_states(self):
         return self._carry.states
+
+    def carry_values(self):
+        """The carried states of all rows, `(batch_size, units)` NumPy arrays gathered from
+        every replica in row order. A collective operation under a multi-worker strategy:
+        every worker must call it."""
+        strategy = self.distribute_strategy
+        if strategy.num_replicas_in_sync == 1:
+            return [state.numpy() for state in self._carry.states]
+        local = strategy.run(tf.function(lambda: [tf.identity(s) for s in self._carry.states]))
+        return [strategy.gather(value, axis=0).numpy() for value in local]
+
+    def set_carry_values(self, values):
+        """Loads `carry_values()` of a run with the same batch size, whatever its strategy."""
+        strategy = self.distribute_strategy
+        if strategy.num_replicas_in_sync == 1:
+            for state, value in zip(self._carry.states, values, strict=True):
+                state.assign(value)
+            return
+        values = [tf.constant(value) for value in values]
+
+        @tf.function
+        def assign():
+            for state, value in zip(self._carry.states, values, strict=True):
+                state.assign(_own_rows(value))
+
+        strategy.run(assign)
 
     def _carried_in(self):
         step = self.optimizer.iterations
@@ -172,7 +216,9 @@ class CharLanguageModel(keras.Model):
         return [state * keep for state in self._carry.states]
 
     def train_step(self, data):
-        ids, targets, weights = keras.utils.unpack_x_y_sample_weight(data)
+        ids, targets, weights = (
+            _own_rows(x) for x in keras.utils.unpack_x_y_sample_weight(data)
+        )
         with tf.GradientTape() as tape:
             logits, states = self.forward(ids, self._carried_in(), training=True)
             loss = self.compute_loss(
@@ -185,10 +231,50 @@ class CharLanguageModel(keras.Model):
             )
             loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
+        self.optimizer.apply(self._clipped(gradients), self.trainable_variables)
         for variable, state in zip(self._carry.states, states):
             variable.assign(tf.stop_gradient(state))
-        return self.compute_metrics(ids, targets, logits, sample_weight=weights)
+        logs = self.compute_metrics(ids, targets, logits, sample_weight=weights)
+        if _multi_worker(self.distribute_strategy):
+            # Keras averages a multi-worker step's outputs over replicas *and* axis 0, which
+            # scalars lack (tensorflow issue 72388). The metrics' variables sum all
+            # replicas' updates, so every replica holds the global values: give them an axis.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a strategy Keras builds the metrics from a first batch that it averages over
+        # the replicas, a reduction that fails for integer ids under
+        # MultiWorkerMirroredStrategy; any one replica's batch has the right shapes.
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(self._local_value, next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator, data_batch)
+
+    def _local_value(self, value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return self.distribute_strategy.experimental_local_results(value)[0]
+        return value
+
+    def _clipped(self, gradients):
+        """Gradients scaled so that the global batch's gradient has a norm of at most
+        `self.gradient_clipnorm` (None: unchanged).
+
+        Keras's optimizer would clip each replica's share of the gradient before summing
+        them, which is not the one-device result; so with several replicas the shares are
+        summed here first (one extra all-reduce), clipped, and handed to the optimizer as
+        equal shares that it sums back."""
+        if self.gradient_clipnorm is None:
+            return gradients
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        gradients = [tf.convert_to_tensor(g) for g in gradients]
+        if replicas > 1:
+            gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        gradients, _ = tf.clip_by_global_norm(gradients, self.gradient_clipnorm)
+        return [g / replicas for g in gradients] if replicas > 1 else gradients
 
     def get_config(self):
         return {
@@ -196,6 +282,22 @@ class CharLanguageModel(keras.Model):
             "vocabulary": self.vocabulary.get_config(),
             **self.settings,
         }
+
+
+def _multi_worker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.extended._in_multi_worker_mode()
+    )
+
+
+def _own_rows(batch):
+    """This replica's rows of a whole batch (all of it without a distribution strategy)."""
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync
+    if replicas == 1:
+        return batch
+    rows = tf.shape(batch)[0] // replicas
+    return batch[context.replica_id_in_sync_group * rows :][:rows]
 
 
 class _Carry:

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -22,6 +23,8 @@ import keras
 
 from keras_mulrnn.checkpoints import CheckpointManager
 from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
+from keras_mulrnn.distribute import (STRATEGIES, distribute_batches, is_chief, make_strategy,
+                                     worker_name)
 from keras_mulrnn.evaluation import evaluate_bpc
 from keras_mulrnn.generation import generate
 from keras_mulrnn.model import BitsPerCharacter, CharLanguageModel
@@ -46,6 +49,9 @@ class TrainConfig:
     2-core CPU, see BENCHMARKS.md), `steps_per_execution`. `seed` fixes initialization, dropout
     and data order. On a NaN or infinite loss the run stops, unless `nan_rollbacks > 0`: then
     it goes back to the last good checkpoint with half the learning rate, that many times.
+    Devices: `strategy` is `"default"` (one device), `"mirrored"` (every GPU of this
+    machine) or `"multiworker"` (the machines of `TF_CONFIG`); see `keras_mulrnn.distribute`.
+    `batch_size` is the global batch (split across replicas) and nothing is rescaled.
     """
 
     family: str = "lstm"
@@ -74,6 +80,7 @@ class TrainConfig:
     seed: int = 0
     sample_length: int = 200
     nan_rollbacks: int = 0
+    strategy: str = "default"
 
     def validate(self):
         for name in ("units", "num_layers", "embedding_dim", "batch_size", "seq_len", "steps",
@@ -84,6 +91,11 @@ class TrainConfig:
             raise ValueError(
                 f"Invalid value for `learning_rate`: received {self.learning_rate!r}. "
                 f"Allowed: a number > 0."
+            )
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"Invalid value for `strategy`: received {self.strategy!r}. Allowed: one of "
+                f"{STRATEGIES}."
             )
         model_config(self)  # builds nothing, but checks family, parametrization, rank, rates
         return self
@@ -126,9 +138,11 @@ def build_model(vocabulary, config, schedule=None):
     """A compiled `CharLanguageModel` for `config`, its weights and optimizer built; the
     learning rate follows `schedule` (default: `LinearDecay` over `config.steps`)."""
     model = CharLanguageModel(vocabulary, **model_config(config))
+    # The model clips the gradient of the whole global batch itself (see `_clipped`).
+    model.gradient_clipnorm = config.clipnorm
     schedule = schedule or LinearDecay(config.learning_rate, config.steps)
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule, global_clipnorm=config.clipnorm),
+        optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[BitsPerCharacter()],
         jit_compile=config.jit_compile,
@@ -166,11 +180,34 @@ def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=(
     for name, split in (("valid", valid), ("test", corpus.test)):
         TBPTTBatches(split, config.eval_batch_size if name == "valid" else config.test_batch_size,
                      config.seq_len, name=name)
-    output_dir = _prepare_output(output_dir, resume)
+    strategy = make_strategy(config.strategy)
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(
+            f"The batch of {config.batch_size} rows cannot be split evenly across "
+            f"{strategy.num_replicas_in_sync} replicas. Give a --batch-size that is a multiple "
+            f"of {strategy.num_replicas_in_sync}."
+        )
+    chief = is_chief(strategy)
+    # Every worker runs the same steps (checkpoints gather the carried state from all of
+    # them), but only the chief writes into `output_dir`; the others write into a scratch
+    # directory that is removed at the end. Resuming reads the chief's checkpoints.
+    chief_dir = _prepare_output(output_dir, resume) if chief else os.fspath(output_dir)
+    output_dir = chief_dir if chief else tempfile.mkdtemp(
+        prefix=f"keras_mulrnn-{worker_name(strategy)}-")
+    try:
+        return _train(corpus, config, batches, valid, strategy, chief_dir, output_dir, resume,
+                      verbose, extra_callbacks)
+    finally:
+        if not chief:
+            shutil.rmtree(output_dir, ignore_errors=True)
 
+
+def _train(corpus, config, batches, valid, strategy, chief_dir, output_dir, resume, verbose,
+           extra_callbacks):
     keras.utils.set_random_seed(config.seed)
     schedule = LinearDecay(config.learning_rate, config.steps)
-    model = build_model(corpus.vocabulary, config, schedule)
+    with strategy.scope():
+        model = build_model(corpus.vocabulary, config, schedule)
     model.start_carry(config.batch_size,
                       1 if batches.resets_every_batch else batches.batches_per_pass)
     manager = CheckpointManager(os.path.join(output_dir, "checkpoints"))
@@ -178,7 +215,8 @@ def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=(
             "learning_rate_scale": 1.0}
     start = 0
     if resume:
-        restored = manager.restore_latest(model, check=lambda saved: _check_compatible(saved, meta))
+        restored = CheckpointManager(os.path.join(chief_dir, "checkpoints")).restore_latest(
+            model, check=lambda saved: _check_compatible(saved, meta))
         if restored is not None:
             start = restored["step"]
             _set_learning_rate_scale(schedule, meta, restored["learning_rate_scale"])
@@ -198,7 +236,8 @@ def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=(
             for first_epoch, last_epoch, per_epoch, first_step in _segments(
                 step, config.steps, config.eval_every
             ):
-                model.fit(batches.dataset(start_step=first_step), initial_epoch=first_epoch,
+                model.fit(distribute_batches(strategy, batches.dataset(start_step=first_step)),
+                          initial_epoch=first_epoch,
                           epochs=last_epoch, steps_per_epoch=per_epoch, callbacks=callbacks,
                           shuffle=False, verbose=verbose)
                 if model.stop_training:
@@ -415,8 +454,10 @@ def _check_compatible(restored, meta):
             "The checkpoint was trained on a different vocabulary than this data's. Resume "
             "with the same data, or start a new run in another --output directory."
         )
+    # A run may resume on other devices: the carried state is saved for all rows.
     differing = sorted(
-        key for key in meta["config"] if restored["config"].get(key) != meta["config"][key]
+        key for key in meta["config"]
+        if key != "strategy" and restored["config"].get(key) != meta["config"][key]
     )
     if differing:
         details = ", ".join(
