@@ -18,11 +18,13 @@ setup(
         "tensorflow>=2.21",
         "numpy>=1.26",
         "tensorboard>=2.21",
+        "scipy>=1.11",  # the study's confidence intervals
     ],
     extras_require={
-        # The tests exercise every optional part: tuning, its report's plot, TFDS.
+        # The tests exercise every optional part: tuning, the plots, TFDS, the JAX backend.
         "tests": ["pytest>=8.0", "keras-tuner>=1.4.8", "matplotlib>=3.8",
-                  "tensorflow-datasets>=4.9"],
+                  "tensorflow-datasets>=4.9", "jax>=0.10"],
+        "jax": ["jax>=0.10"],
         "tuning": ["keras-tuner>=1.4.8", "matplotlib>=3.8"],
         "tfds": ["tensorflow-datasets>=4.9"],
         "plot": ["matplotlib>=3.8"],

@@ -19,7 +19,8 @@ def main():
     args = parser.parse_args()
     if args.data is None:
         parser.error("--data DIR is required: the directory with the ptb.char.*.txt files")
-    cli.run(load_ptb(args.data), cli.config_from(args, parser), args)
+    config = cli.config_from(args, parser)
+    cli.run(load_ptb(args.data), config, args)
 
 
 if __name__ == "__main__":

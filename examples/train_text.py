@@ -23,8 +23,9 @@ def main():
     args = parser.parse_args()
     if (args.data is None) == (args.tfds is None):
         parser.error("give exactly one of --data FILE or --tfds NAME")
+    config = cli.config_from(args, parser)
     corpus = load_text(args.data, args.kind) if args.data else load_tfds(args.tfds, args.kind)
-    cli.run(corpus, cli.config_from(args, parser), args)
+    cli.run(corpus, config, args)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import time
 
 import tensorflow as tf
 
+from keras_mulrnn.distribute import is_chief, make_strategy
 from keras_mulrnn.training import TrainConfig, TrainingInterrupted, train
 
 # A small model and few steps that finish in a few minutes on 2 CPU cores.
@@ -55,7 +56,8 @@ def parser(description, defaults, data_help, exclude=()):
 
 
 def config_from(args, parser_):
-    """The `TrainConfig` of parsed `args`: `--quick` sets its preset, explicit flags win."""
+    """The `TrainConfig` of parsed `args`: `--quick` sets its preset, explicit flags win.
+    Call it before reading the data: it also starts a `--strategy` other than the default."""
     values = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
               if hasattr(args, field.name)}
     if args.quick:
@@ -64,7 +66,12 @@ def config_from(args, parser_):
             if any(option in _given_options() for option in action.option_strings)
         }
         values.update({key: value for key, value in QUICK.items() if key not in explicit})
-    return TrainConfig(**values).validate()
+    config = TrainConfig(**values)
+    if config.strategy != "default":
+        # First: a multi-worker cluster must be joined before TensorFlow runs any operation
+        # (validating builds a throwaway cell; the data is read after this).
+        make_strategy(config.strategy)
+    return config.validate()
 
 
 def run(corpus, config, args):
@@ -80,8 +87,9 @@ def run(corpus, config, args):
         print(stop)
         raise SystemExit(130) from None
     results["wall_seconds"] = time.perf_counter() - started
-    with open(os.path.join(args.output, "results.json"), "w") as handle:
-        json.dump(results, handle, indent=1)
+    if is_chief(make_strategy(config.strategy)):  # the other workers write nothing
+        with open(os.path.join(args.output, "results.json"), "w") as handle:
+            json.dump(results, handle, indent=1)
     print(f"\nparams {results['params']:,}, {results['steps']} steps, "
           f"{results['chars_per_sec']:,.0f} chars/s, wall {results['wall_seconds']:.0f} s")
     print(f"valid BPC {results['valid_bpc']:.4f}")

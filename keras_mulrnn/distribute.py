@@ -15,8 +15,9 @@ one device (the gradient of the global batch, clipped as a whole).
 import json
 import os
 
-import keras
 import tensorflow as tf
+
+from keras_mulrnn.validation import require_tensorflow
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 _CREATED = {}  # one strategy of each kind per process (a cluster is joined once)
@@ -28,18 +29,21 @@ def make_strategy(name):
         raise ValueError(
             f"Invalid value for `strategy`: received {name!r}. Allowed: one of {STRATEGIES}."
         )
-    if name != "default" and keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            f"--strategy {name} uses tf.distribute, which needs the TensorFlow backend; this "
-            f"process runs Keras on {keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow "
-            f"(on JAX, distribute a Keras model with keras.distribution instead)."
-        )
+    require_tensorflow(f"--strategy {name} (tf.distribute)")
     if name == "default":
         return tf.distribute.get_strategy()
     if name not in _CREATED:
         if name == "multiworker":
             _check_tf_config()
-            _CREATED[name] = tf.distribute.MultiWorkerMirroredStrategy()
+            try:
+                _CREATED[name] = tf.distribute.MultiWorkerMirroredStrategy()
+            except RuntimeError as error:
+                raise RuntimeError(
+                    f"Could not join the cluster ({error}): create the strategy first thing, "
+                    f"before any TensorFlow operation runs (the training scripts do; in your "
+                    f"own program call keras_mulrnn.distribute.make_strategy('multiworker') "
+                    f"right after the imports)."
+                ) from None
         else:
             _CREATED[name] = tf.distribute.MirroredStrategy()
     return _CREATED[name]
@@ -62,6 +66,15 @@ def worker_name(strategy):
     if resolver is None or resolver.task_type is None:
         return "worker-0"
     return f"{resolver.task_type}-{resolver.task_id}"
+
+
+def xla_supported(strategy):
+    """XLA cannot compile the collectives of several CPU replicas (TensorFlow has not
+    implemented them); on GPUs and TPUs, and for one device, it can."""
+    distributed = (strategy.num_replicas_in_sync > 1
+                   or getattr(strategy, "cluster_resolver", None) is not None)
+    devices = getattr(strategy.extended, "worker_devices", ())
+    return not distributed or not any("CPU" in device.upper() for device in devices)
 
 
 def distribute_batches(strategy, dataset):

@@ -18,7 +18,6 @@ This module uses `tf.GradientTape` and `tf.function`: it needs the TensorFlow ba
 
 import dataclasses
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -27,7 +26,7 @@ from keras_mulrnn.data.batches import TBPTTBatches
 from keras_mulrnn.evaluation import evaluate_bpc
 from keras_mulrnn.model import LN2, symbol_bits
 from keras_mulrnn.randomness import preserved_random_state
-from keras_mulrnn.validation import check_positive_int
+from keras_mulrnn.validation import check_positive_int, require_tensorflow
 
 
 @dataclasses.dataclass
@@ -48,7 +47,7 @@ def gradient_statistics(model, train_ids, batch_size=1, seq_len=50, max_segments
     """`RMS_g`: per weight, the root mean square of the gradient of a segment's mean loss over
     the first `max_segments` segments of `train_ids` (laid out as in evaluation, the state
     carried). Returns one array per trainable variable of `model`."""
-    _require_tensorflow()
+    require_tensorflow("Dynamic evaluation")
     check_positive_int("max_segments", max_segments)
     batches = TBPTTBatches(train_ids, batch_size, seq_len, name="training (statistics)")
     variables = model.trainable_variables
@@ -81,7 +80,7 @@ def dynamic_evaluate(model, ids, statistics, learning_rate=1e-4, decay=1e-3, seq
             split); with more, each update uses the mean loss of all rows' segments.
         epsilon: `ε`, guards weights whose training gradients were (nearly) zero.
     """
-    _require_tensorflow()
+    require_tensorflow("Dynamic evaluation")
     for name, value in (("learning_rate", learning_rate), ("decay", decay),
                         ("epsilon", epsilon)):
         if not value >= 0:
@@ -168,11 +167,3 @@ def _segment_step(model, jit_compile):
 
     return cached_function(model, ("dynamic_segment", jit_compile), build)
 
-
-def _require_tensorflow():
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            f"Dynamic evaluation uses tf.GradientTape and needs the TensorFlow backend; "
-            f"this process runs Keras on {keras.backend.backend()!r}. Set "
-            f"KERAS_BACKEND=tensorflow."
-        )

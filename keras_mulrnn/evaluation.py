@@ -13,10 +13,12 @@ from keras_mulrnn.compiled import cached_function
 from keras_mulrnn.data.batches import TBPTTBatches
 from keras_mulrnn.model import symbol_bits
 from keras_mulrnn.randomness import preserved_random_state
+from keras_mulrnn.validation import require_tensorflow
 
 
 def evaluate_bpc(model, ids, batch_size=1, seq_len=100, jit_compile=False):
     """Returns `(bpc, symbols_scored)` of `model` on the id array `ids`."""
+    require_tensorflow("evaluate_bpc()")
     batches = TBPTTBatches(ids, batch_size, seq_len, name="evaluation")
     step = _scoring_step(model, jit_compile)
     states = model.zero_states(batch_size)

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from keras_mulrnn.compiled import cached_function
 from keras_mulrnn.randomness import preserved_random_state
-from keras_mulrnn.validation import check_positive_int
+from keras_mulrnn.validation import check_positive_int, require_tensorflow
 
 
 def generate(model, prompt, length=200, temperature=1.0, top_k=None, seed=0, batch_size=1):
@@ -23,6 +23,7 @@ def generate(model, prompt, length=200, temperature=1.0, top_k=None, seed=0, bat
     Returns:
         The sampled continuation (without the prompt): a str, or a list of `batch_size` str.
     """
+    require_tensorflow("generate()")
     vocabulary = model.vocabulary
     if not prompt:
         raise ValueError("The prompt is empty: give at least one symbol to start from.")

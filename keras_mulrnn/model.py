@@ -171,14 +171,30 @@ class CharLanguageModel(keras.Model):
                 f"replicas. Give a --batch-size that is a multiple of {replicas}."
             )
         with strategy.scope():
-            self._carry.states = [
+            states = [
                 tf.Variable(tf.zeros((batch_size // replicas, size)), trainable=False,
                             name=f"carry_{i}",
                             synchronization=tf.VariableSynchronization.ON_READ,
                             aggregation=tf.VariableAggregation.NONE)
                 for i, size in enumerate(self.state_sizes)
             ]
+        self._carry.states = states
         self._carry.batches_per_pass = batches_per_pass
+        if replicas > 1:
+            @tf.function
+            def gather():
+                local = strategy.run(lambda: [tf.identity(state) for state in states])
+                return [strategy.gather(value, axis=0) for value in local]
+
+            @tf.function
+            def scatter(values):
+                def assign(values):
+                    for state, value in zip(states, values, strict=True):
+                        state.assign(_own_rows(value))
+
+                strategy.run(assign, args=(values,))
+
+            self._carry.gather, self._carry.scatter = gather, scatter
 
     @property
     def carried_states(self):
@@ -188,27 +204,17 @@ class CharLanguageModel(keras.Model):
         """The carried states of all rows, `(batch_size, units)` NumPy arrays gathered from
         every replica in row order. A collective operation under a multi-worker strategy:
         every worker must call it."""
-        strategy = self.distribute_strategy
-        if strategy.num_replicas_in_sync == 1:
+        if self._carry.gather is None:
             return [state.numpy() for state in self._carry.states]
-        local = strategy.run(tf.function(lambda: [tf.identity(s) for s in self._carry.states]))
-        return [strategy.gather(value, axis=0).numpy() for value in local]
+        return [value.numpy() for value in self._carry.gather()]
 
     def set_carry_values(self, values):
         """Loads `carry_values()` of a run with the same batch size, whatever its strategy."""
-        strategy = self.distribute_strategy
-        if strategy.num_replicas_in_sync == 1:
+        if self._carry.scatter is None:
             for state, value in zip(self._carry.states, values, strict=True):
                 state.assign(value)
-            return
-        values = [tf.constant(value) for value in values]
-
-        @tf.function
-        def assign():
-            for state, value in zip(self._carry.states, values, strict=True):
-                state.assign(_own_rows(value))
-
-        strategy.run(assign)
+        else:
+            self._carry.scatter([tf.constant(value) for value in values])
 
     def _carried_in(self):
         step = self.optimizer.iterations
@@ -306,3 +312,4 @@ class _Carry:
 
     states = ()
     batches_per_pass = 1
+    gather = scatter = None  # across replicas, when there are several

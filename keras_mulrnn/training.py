@@ -20,16 +20,17 @@ import time
 import warnings
 
 import keras
+import numpy as np
 
 from keras_mulrnn.checkpoints import CheckpointManager
 from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
 from keras_mulrnn.distribute import (STRATEGIES, distribute_batches, is_chief, make_strategy,
-                                     worker_name)
+                                     worker_name, xla_supported)
 from keras_mulrnn.evaluation import evaluate_bpc
 from keras_mulrnn.generation import generate
 from keras_mulrnn.model import BitsPerCharacter, CharLanguageModel
 from keras_mulrnn.params import stack_params
-from keras_mulrnn.validation import check_positive_int, check_rate
+from keras_mulrnn.validation import check_positive_int, check_rate, require_tensorflow
 
 
 @dataclasses.dataclass
@@ -168,6 +169,7 @@ def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=(
             roll-backs); the last good checkpoint is kept.
         TrainingInterrupted: SIGINT/SIGTERM; a checkpoint of the current step was written.
     """
+    require_tensorflow("train()")
     config.validate()
     # Everything about the data is checked before the output directory is touched.
     if config.shuffle:
@@ -206,8 +208,13 @@ def _train(corpus, config, batches, valid, strategy, chief_dir, output_dir, resu
            extra_callbacks):
     keras.utils.set_random_seed(config.seed)
     schedule = LinearDecay(config.learning_rate, config.steps)
+    compiled = config
+    if config.jit_compile and not xla_supported(strategy):
+        print("XLA cannot compile the all-reduce of several CPU replicas: this run trains "
+              "without it (evaluation still uses it).")
+        compiled = dataclasses.replace(config, jit_compile=False)
     with strategy.scope():
-        model = build_model(corpus.vocabulary, config, schedule)
+        model = build_model(corpus.vocabulary, compiled, schedule)
     model.start_carry(config.batch_size,
                       1 if batches.resets_every_batch else batches.batches_per_pass)
     manager = CheckpointManager(os.path.join(output_dir, "checkpoints"))
@@ -386,7 +393,8 @@ class _Monitor(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        # (One element, not a scalar, under a multi-worker strategy: see `train_step`.)
+        if loss is not None and not math.isfinite(float(np.reshape(loss, -1)[0])):
             # Never checkpoint these weights: the step that produced the loss updated them.
             self.nonfinite_step = step
             self.model.stop_training = True

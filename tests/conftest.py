@@ -17,3 +17,7 @@ def _float32_policy():
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
+
+
+def pytest_report_header(config):
+    return f"keras backend: {keras.backend.backend()}"

@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from keras_mulrnn.cli import guarded  # noqa: E402
 from keras_mulrnn.data import CORPORA, load_corpus  # noqa: E402
+from keras_mulrnn.distribute import make_strategy  # noqa: E402
 from keras_mulrnn.training import TrainConfig  # noqa: E402
 from tuning.space import (  # noqa: E402
     TUNERS,
@@ -78,6 +79,9 @@ def parse_args(argv=None):
     fixed.add_argument("--seq-len", type=int, default=100)
     fixed.add_argument("--valid-symbols", type=int, default=20_000)
     fixed.add_argument("--test-batch-size", type=int, default=16)
+    fixed.add_argument("--strategy", choices=("default", "mirrored"), default="default",
+                       help="mirrored: each trial trains on every GPU of its machine (the "
+                            "tuner's workers already spread trials over machines)")
     return p.parse_args(argv)
 
 
@@ -123,6 +127,7 @@ def make_tuner(args, corpus):
         seq_len=args.seq_len, steps=steps, eval_every=max(1, steps // 2),
         valid_symbols=args.valid_symbols, eval_batch_size=16,
         test_batch_size=args.test_batch_size, seed=args.seed, sample_length=50,
+        strategy=args.strategy,
     )
     hypermodel = LanguageModelHyperModel(corpus.vocabulary, axes, base, args.budget)
     oracle = make_oracle(args.tuner, args.max_trials, args.seed, args.max_epochs)
@@ -136,6 +141,7 @@ def make_tuner(args, corpus):
 def main(argv=None):
     args = parse_args(argv)
     set_role(args)
+    make_strategy(args.strategy)  # sees the devices before anything else runs
     corpus = load_corpus(args.corpus, args.data, args.tfds, args.kind)
     tuner = make_tuner(args, corpus)
     tuner.search_space_summary()
