@@ -4,8 +4,9 @@ Automatic differentiation of a `tf.while_loop` computes the gradient of every re
 weight matrix inside the backward loop: at every step an outer product whose inner dimension
 is only the batch, added into an accumulator. Here the backward loop only carries the
 gradients of the states and records, per step, the gradient of each recurrent product's
-output; after the loop, every recurrent weight gradient is **one** matrix product over all
-`time × batch` rows (`H_prevᵀ · dMH`, `Mᵀ · dR`), which runs near the matrix-multiply peak.
+output; every `CHUNK_STEPS` steps, every recurrent weight gradient gets **one** matrix product
+over all `steps × batch` rows of the chunk (`H_prevᵀ · dMH`, `Mᵀ · dR`), which runs near the
+matrix-multiply peak without holding those per-step gradients for the whole sequence.
 
 The family's elementwise gate equations (`cell._update`) are differentiated by
 `tf.GradientTape` inside each backward step, so this module holds no per-family calculus:
@@ -16,6 +17,10 @@ Results and gradients equal those of the plain loop (tested).
 """
 
 import tensorflow as tf
+
+# Steps per chunk of the weight-gradient products in the backward pass (with batch 64 or
+# more, thousands of rows per product).
+CHUNK_STEPS = 32
 
 
 def supports(cell, mask, unroll):
@@ -95,8 +100,9 @@ def _backward(cell, step, sequence, mask, states0, recurrent, saved, d_outputs, 
     d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
     d_final = [tf.zeros_like(s) if d is None else d for s, d in zip(states0, d_final)]
 
-    def backward(i, d_states, d_sequence, d_r_all, d_mh_all):
-        t = steps - 1 - i
+    def backward_step(t, d_states):
+        """Step `t` backwards: the gradients of the states before it, of its projected input,
+        and of its recurrent products' outputs (`dr`, and `d(W_mh h)`)."""
         x_t, r = sequence[t], saved_r[t]
         before = [h_prev[t]] + [other[t] for other in saved_other]
         with tf.GradientTape() as tape:
@@ -108,38 +114,58 @@ def _backward(cell, step, sequence, mask, states0, recurrent, saved, d_outputs, 
             [h] + list(new_states[1:]), [x_t, r] + before,
             output_gradients=[d_states[0] + d_outputs[t]] + list(d_states[1:]),
             unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        d_mh = None
         if cell.multiplicative:
             mh = products[1][t]
             d_m = _transition_transpose(cell, d_r, recurrent[1])
             d_mh = d_m * x_t[:, width:]
             d_x_t = tf.concat([d_x_t[:, :width], d_m * mh], axis=-1)
             d_h_in = tf.matmul(d_mh, recurrent[0], transpose_b=True)
-            d_mh_all = d_mh_all.write(t, d_mh)
         else:
             d_h_in = tf.matmul(d_r, recurrent[0], transpose_b=True)
         d_h = d_before[0] + tf.cast(d_h_in, before[0].dtype) * mask
-        return (i + 1, [d_h] + d_before[1:], d_sequence.write(t, d_x_t), d_r_all.write(t, d_r),
-                d_mh_all)
+        return [d_h] + d_before[1:], d_x_t, d_r, d_mh
 
-    arrays = [tf.TensorArray(sequence.dtype, size=steps) for _ in range(3)]
-    _, d_states0, d_sequence, d_r_all, d_mh_all = tf.while_loop(
-        lambda i, *_: i < steps, backward, (0, d_final, *arrays))
+    # The weight gradients are products over all `time × batch` rows of the recurrent inputs
+    # and of `dr` / `d(W_mh h)`. Formed chunk by chunk of CHUNK_STEPS steps (still thousands
+    # of rows, near the matmul peak), they never hold those gradients for the whole sequence.
+    chunks = (steps + CHUNK_STEPS - 1) // CHUNK_STEPS
 
-    # Every recurrent weight gradient: one product over all time × batch rows.
-    def rows(tensor):
-        return tf.reshape(tensor, (-1, tensor.shape[-1]))
+    def backward_chunk(j, d_states, d_sequence, d_weights):
+        start = (chunks - 1 - j) * CHUNK_STEPS
+        end = tf.minimum(steps, start + CHUNK_STEPS)
+        arrays = [tf.TensorArray(sequence.dtype, size=end - start)
+                  for _ in range(2 if cell.multiplicative else 1)]
 
-    h_rows = rows(tf.cast(h_prev * mask, sequence.dtype))
-    d_r_rows = rows(d_r_all.stack())
-    if cell.multiplicative:
-        d_recurrent = [
-            tf.matmul(h_rows, rows(d_mh_all.stack()), transpose_a=True),
-            _transition_weight_grad(cell, rows(products[0]), d_r_rows),
-        ]
-    else:
-        d_recurrent = [tf.matmul(h_rows, d_r_rows, transpose_a=True)]
+        def inner(i, d_states, d_sequence, arrays):
+            t = end - 1 - i
+            d_states, d_x_t, d_r, d_mh = backward_step(t, d_states)
+            arrays = [a.write(t - start, d) for a, d in zip(arrays, (d_r, d_mh))]
+            return i + 1, d_states, d_sequence.write(t, d_x_t), arrays
+
+        _, d_states, d_sequence, arrays = tf.while_loop(
+            lambda i, *_: i < end - start, inner, (0, d_states, d_sequence, arrays))
+        h_rows = _rows(tf.cast(h_prev[start:end] * mask, sequence.dtype))
+        d_r_rows = _rows(arrays[0].stack())
+        if cell.multiplicative:
+            grads = [tf.matmul(h_rows, _rows(arrays[1].stack()), transpose_a=True),
+                     _transition_weight_grad(cell, _rows(products[0][start:end]), d_r_rows)]
+        else:
+            grads = [tf.matmul(h_rows, d_r_rows, transpose_a=True)]
+        d_weights = [total + tf.cast(g, total.dtype) for total, g in zip(d_weights, grads)]
+        return j + 1, d_states, d_sequence, d_weights
+
+    d_weights = [tf.zeros(w.shape, tf.float32) for w in recurrent]
+    _, d_states0, d_sequence, d_weights = tf.while_loop(
+        lambda j, *_: j < chunks, backward_chunk,
+        (0, d_final, tf.TensorArray(sequence.dtype, size=steps), d_weights))
+    d_recurrent = [tf.cast(g, w.dtype) for g, w in zip(d_weights, recurrent)]
     # The recurrent dropout mask is drawn, not learned: it gets no gradient.
     return (d_sequence.stack(), None, *d_states0, *d_recurrent)
+
+
+def _rows(tensor):
+    return tf.reshape(tensor, (-1, tensor.shape[-1]))
 
 
 def _transition_transpose(cell, d_r, transition):

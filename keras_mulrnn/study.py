@@ -27,7 +27,7 @@ import numpy as np
 
 from keras_mulrnn.factory import transition_arguments
 from keras_mulrnn.params import rank_for_budget, stack_params, units_for_budget
-from keras_mulrnn.training import TrainConfig, train
+from keras_mulrnn.training import TrainConfig, train, write_json_atomically
 
 PARAMETRIZATIONS = ("additive", "shared", "unshared")
 # (a, b): report a − b per seed; negative favours a.
@@ -125,7 +125,7 @@ def analyse_run(corpus, directory, positions=1000, horizon=50):
     model = load_model(os.path.join(directory, "model.keras"))
     recovery = error_recovery(model, corpus.test, positions=positions, horizon=horizon)
     result = {**recovery.summary(), "state_cosine": state_cosine(model, corpus.test)}
-    _write_json(path, result)
+    write_json_atomically(path, result)
     return result
 
 
@@ -393,13 +393,6 @@ def _check_same_config(results_path, run):
 def _read_json(path):
     with open(path) as handle:
         return json.load(handle)
-
-
-def _write_json(path, value):
-    temporary = path + ".tmp"
-    with open(temporary, "w") as handle:
-        json.dump(value, handle, indent=1)
-    os.replace(temporary, path)
 
 
 def _write_csv(path, columns, rows):

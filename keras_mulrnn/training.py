@@ -290,7 +290,7 @@ def _train(corpus, config, batches, valid, strategy, chief_dir, output_dir, resu
     prompt = corpus.vocabulary.decode(corpus.test[:20])
     results["sample_prompt"] = prompt
     results["sample"] = generate(model, prompt, length=config.sample_length, seed=config.seed)
-    _atomic_write_json(os.path.join(output_dir, "results.json"), results)
+    write_json_atomically(os.path.join(output_dir, "results.json"), results)
     return results
 
 
@@ -417,7 +417,7 @@ class _Monitor(keras.callbacks.Callback):
         if self.best is None or bpc < self.best:
             self.best = bpc
             _atomic_save(self.model, os.path.join(self.output_dir, "best.keras"))
-            _atomic_write_json(os.path.join(self.output_dir, "best.json"),
+            write_json_atomically(os.path.join(self.output_dir, "best.json"),
                                {"val_bpc": bpc, "step": self._step()})
         self._checkpoint()
         self.eval_seconds += time.perf_counter() - started
@@ -441,7 +441,8 @@ def _atomic_save(model, path):
     os.replace(temporary, path)
 
 
-def _atomic_write_json(path, value):
+def write_json_atomically(path, value):
+    """Writes `value` as JSON to `path` via a temporary file: a crash leaves the old file."""
     temporary = path + ".tmp"
     with open(temporary, "w") as handle:
         json.dump(value, handle, indent=1)

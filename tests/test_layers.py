@@ -228,10 +228,16 @@ def test_cell_used_as_sequence_layer_says_how_to_wrap_it(cell_class):
     ("lstm", (("i", "f"), ("o", "u"))),
 ])
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_fused_loop_equals_the_plain_loop_with_gradients(family, sharing, go_backwards):
+@pytest.mark.parametrize("chunk_steps", [32, 5])  # one chunk; chunks of 5, 5 and 2 steps
+def test_fused_loop_equals_the_plain_loop_with_gradients(family, sharing, go_backwards,
+                                                         chunk_steps, monkeypatch):
     """The hand-written backward pass is an optimization, not a new model: outputs, final
     states and every gradient equal those of Keras's generic loop."""
     import tensorflow as tf
+
+    from keras_mulrnn import fused as fused_module
+
+    monkeypatch.setattr(fused_module, "CHUNK_STEPS", chunk_steps)
 
     rank = None if sharing == "additive" else 5
     options = dict(units=N, rank=rank, return_sequences=True, return_state=True,
