@@ -1,6 +1,10 @@
 """Sampling speed of `keras_mulrnn.generate` (the compiled loop) at batch 1 and batch 64.
 
     python benchmarks/generation.py [--units 512 --length 2000]
+
+Also the achieved GFLOP/s (analytic matrix products per symbol, as in `throughput.py`) next to
+a float32 matrix product of the step's shape measured in the same run: how far batch 64 is
+from the arithmetic limit, which caps the batch-64 / batch-1 ratio.
 """
 
 import argparse
@@ -11,6 +15,8 @@ import numpy as np
 
 import keras_mulrnn as km
 from keras_mulrnn.data import Vocabulary
+
+from throughput import flops_per_char, matmul_peak  # benchmarks/ is the script's directory
 
 
 def main():
@@ -34,6 +40,14 @@ def main():
         print(f"{args.family}/{args.parametrization} {args.units} units, batch {batch:3}: "
               f"{rates[batch]:,.0f} characters/s", flush=True)
     print(f"batch 64 / batch 1: {rates[64] / rates[1]:.1f}x")
+    flops = flops_per_char(args.family, args.parametrization, args.units, args.units)
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[args.family]
+    peak = matmul_peak(64, args.units, gates * args.units)
+    achieved = rates[64] * flops / 1e9
+    print(f"batch 64: {flops / 1e6:.2f} MFLOP/symbol → {achieved:.1f} GFLOP/s; a "
+          f"(64, {args.units}) @ ({args.units}, {gates * args.units}) product: {peak:.1f} "
+          f"GFLOP/s ({100 * achieved / peak:.0f}%). 25× batch 1 would need "
+          f"{25 * rates[1] * flops / 1e9:.1f} GFLOP/s.")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=100)
     p.add_argument("--dynamic", action="store_true", help="also run dynamic evaluation")
-    p.add_argument("--dynamic-lr", type=float, default=1e-4, help="η of the update")
+    p.add_argument("--dynamic-lr", type=float, default=3e-4, help="η of the update")
     p.add_argument("--dynamic-decay", type=float, default=1e-3,
                    help="λ, the decay towards the trained weights")
     p.add_argument("--statistics-segments", type=int, default=2000,

@@ -65,7 +65,7 @@ def gradient_statistics(model, train_ids, batch_size=1, seq_len=50, max_segments
     return [np.sqrt(total / segments).astype(np.float32) for total in squares]
 
 
-def dynamic_evaluate(model, ids, statistics, learning_rate=1e-4, decay=1e-3, seq_len=50,
+def dynamic_evaluate(model, ids, statistics, learning_rate=3e-4, decay=1e-3, seq_len=50,
                      batch_size=1, epsilon=1e-5, jit_compile=False):
     """Static and dynamic BPC of `model` on `ids`; the model's weights are left unchanged.
 
@@ -118,6 +118,12 @@ def dynamic_evaluate(model, ids, statistics, learning_rate=1e-4, decay=1e-3, seq
             variable.assign(value)
     if int(round(total_symbols)) != symbols:
         raise AssertionError(f"scored {total_symbols} symbols of {symbols}")
+    if not np.isfinite(total_bits):
+        raise FloatingPointError(
+            f"Dynamic evaluation diverged (the loss became NaN or infinite) with "
+            f"learning_rate={learning_rate} and decay={decay}; the model's weights are "
+            f"unchanged. Lower the learning rate or raise the decay."
+        )
     return DynamicEvaluation(static_bpc, total_bits / total_symbols, symbols,
                              learning_rate, decay, seq_len, batch_size)
 

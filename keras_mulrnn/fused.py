@@ -30,10 +30,10 @@ def supports(cell, mask, unroll):
     return not cell.multiplicative or len({len(group) for group in cell.groups}) == 1
 
 
-def run(cell, projected, initial_state, weights, recurrent_mask, go_backwards):
-    """Runs `cell` over `projected` (B, T, P) from `initial_state`; returns
-    `(last_output, outputs (B, T, n), final_states)` like `keras.src.backend.rnn`."""
-    sequence = tf.transpose(projected, (1, 0, 2))  # time major
+def run(cell, sequence, initial_state, weights, recurrent_mask, go_backwards):
+    """Runs `cell` over the projected inputs `sequence`, time major (T, B, P), from
+    `initial_state`; returns `(last_output, outputs (B, T, n), final_states)` like
+    `keras.src.backend.rnn`."""
     if go_backwards:
         sequence = tf.reverse(sequence, [0])
     recurrent = [weights[name] for name in _recurrent_names(cell)]
@@ -76,10 +76,12 @@ def _sequence_function(cell):
 
         kinds = [states0[0].dtype, sequence.dtype] + [s.dtype for s in states0[1:]]
         kinds += [sequence.dtype] * 2 if cell.multiplicative else []
-        saved = [tf.TensorArray(dtype, size=steps) for dtype in kinds]
+        saved = [tf.TensorArray(dtype, size=steps, clear_after_read=False) for dtype in kinds]
         _, final, saved = tf.while_loop(lambda t, *_: t < steps, forward, (0, states0, saved))
-        saved = [array.stack() for array in saved]
-        outputs = saved[0]
+        # Only the outputs are stacked into one tensor; the backward pass reads the rest
+        # step by step from the arrays (stacking would copy them all).
+        outputs = saved[0].stack()
+        saved = [outputs] + saved[1:]
 
         def grad(d_outputs, *d_final):
             return _backward(cell, step, sequence, mask, states0, recurrent, saved,
@@ -103,8 +105,8 @@ def _backward(cell, step, sequence, mask, states0, recurrent, saved, d_outputs, 
     def backward_step(t, d_states):
         """Step `t` backwards: the gradients of the states before it, of its projected input,
         and of its recurrent products' outputs (`dr`, and `d(W_mh h)`)."""
-        x_t, r = sequence[t], saved_r[t]
-        before = [h_prev[t]] + [other[t] for other in saved_other]
+        x_t, r = sequence[t], saved_r.read(t)
+        before = [h_prev[t]] + [other.read(t) for other in saved_other]
         with tf.GradientTape() as tape:
             tape.watch([x_t, r] + before)
             h, new_states = step(x_t, r, before)
@@ -116,7 +118,7 @@ def _backward(cell, step, sequence, mask, states0, recurrent, saved, d_outputs, 
             unconnected_gradients=tf.UnconnectedGradients.ZERO)
         d_mh = None
         if cell.multiplicative:
-            mh = products[1][t]
+            mh = products[1].read(t)
             d_m = _transition_transpose(cell, d_r, recurrent[1])
             d_mh = d_m * x_t[:, width:]
             d_x_t = tf.concat([d_x_t[:, :width], d_m * mh], axis=-1)
@@ -149,7 +151,8 @@ def _backward(cell, step, sequence, mask, states0, recurrent, saved, d_outputs, 
         d_r_rows = _rows(arrays[0].stack())
         if cell.multiplicative:
             grads = [tf.matmul(h_rows, _rows(arrays[1].stack()), transpose_a=True),
-                     _transition_weight_grad(cell, _rows(products[0][start:end]), d_r_rows)]
+                     _transition_weight_grad(cell, _rows(products[0].gather(tf.range(start, end))),
+                                             d_r_rows)]
         else:
             grads = [tf.matmul(h_rows, d_r_rows, transpose_a=True)]
         d_weights = [total + tf.cast(g, total.dtype) for total, g in zip(d_weights, grads)]

@@ -88,15 +88,19 @@ class RecurrentLayer(keras.layers.RNN):
         if training and cell.recurrent_dropout > 0:
             recurrent_mask = cell.get_recurrent_dropout_mask(initial_state[0])
         weights = cell.prepared_weights()
-        projected = cell.project_inputs(sequences, weights)
         # Carry the states in the variable dtype (float32 under a mixed policy): the cell
         # state sums over many steps and would drift in bfloat16.
         initial_state = [ops.cast(state, cell.variable_dtype) for state in initial_state]
 
         if (self.fused and keras.backend.backend() == "tensorflow"
                 and fused.supports(cell, mask, self.unroll)):
+            # Time major from the start: transposing the narrow input costs little, while
+            # transposing its projection (and that projection's gradient) would copy the
+            # largest tensors of the step.
+            projected = cell.project_inputs(ops.transpose(sequences, (1, 0, 2)), weights)
             return fused.run(cell, projected, initial_state, weights, recurrent_mask,
                              self.go_backwards)
+        projected = cell.project_inputs(sequences, weights)
 
         def step(projected_t, states):
             return cell.recurrent_step(projected_t, states, weights, recurrent_mask)

@@ -368,7 +368,10 @@ def _plot(runs, output_dir):
                 axis.plot(np.arange(1, len(curve) + 1), curve, label=parametrization)
             axis.axhline(analysed[0]["threshold"], color="grey", linestyle=":")
             axis.set(title=f"{family}: excess loss after a wrong symbol", xlabel="steps after",
-                     ylabel="excess bits", yscale="log")
+                     ylabel="excess bits")
+            # Logarithmic above 0.01 bits, linear around 0 (late excesses are noise of
+            # either sign).
+            axis.set_yscale("symlog", linthresh=1e-2)
             axis.legend()
         figure.tight_layout()
         figure.savefig(os.path.join(output_dir, "error_recovery.png"), dpi=100)
