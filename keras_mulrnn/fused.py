@@ -131,40 +131,40 @@ def _backward(cell, step, sequence, mask, states0, recurrent, saved, d_outputs, 
     # The weight gradients are products over all `time × batch` rows of the recurrent inputs
     # and of `dr` / `d(W_mh h)`. Formed chunk by chunk of CHUNK_STEPS steps (still thousands
     # of rows, near the matmul peak), they never hold those gradients for the whole sequence.
-    chunks = (steps + CHUNK_STEPS - 1) // CHUNK_STEPS
-
-    def backward_chunk(j, d_states, d_sequence, d_weights):
-        start = (chunks - 1 - j) * CHUNK_STEPS
-        end = tf.minimum(steps, start + CHUNK_STEPS)
+    # The chunks are laid out when the graph is built, so that every shape is static (XLA
+    # needs that); a sequence of unknown length is one chunk.
+    if sequence.shape[0] is None:
+        bounds = [(0, steps)]
+    else:
+        bounds = [(start, min(start + CHUNK_STEPS, sequence.shape[0]))
+                  for start in range(0, sequence.shape[0], CHUNK_STEPS)]
+    d_states, d_sequence = d_final, tf.TensorArray(sequence.dtype, size=steps)
+    d_weights = [tf.zeros(w.shape, tf.float32) for w in recurrent]
+    for start, end in reversed(bounds):
         arrays = [tf.TensorArray(sequence.dtype, size=end - start)
                   for _ in range(2 if cell.multiplicative else 1)]
 
-        def inner(i, d_states, d_sequence, arrays):
+        def inner(i, d_states, d_sequence, arrays, start=start, end=end):
             t = end - 1 - i
             d_states, d_x_t, d_r, d_mh = backward_step(t, d_states)
             arrays = [a.write(t - start, d) for a, d in zip(arrays, (d_r, d_mh))]
             return i + 1, d_states, d_sequence.write(t, d_x_t), arrays
 
         _, d_states, d_sequence, arrays = tf.while_loop(
-            lambda i, *_: i < end - start, inner, (0, d_states, d_sequence, arrays))
+            lambda i, *_, start=start, end=end: i < end - start, inner,
+            (0, d_states, d_sequence, arrays))
         h_rows = _rows(tf.cast(h_prev[start:end] * mask, sequence.dtype))
         d_r_rows = _rows(arrays[0].stack())
         if cell.multiplicative:
+            m_rows = _rows(products[0].gather(tf.range(start, end)))
             grads = [tf.matmul(h_rows, _rows(arrays[1].stack()), transpose_a=True),
-                     _transition_weight_grad(cell, _rows(products[0].gather(tf.range(start, end))),
-                                             d_r_rows)]
+                     _transition_weight_grad(cell, m_rows, d_r_rows)]
         else:
             grads = [tf.matmul(h_rows, d_r_rows, transpose_a=True)]
         d_weights = [total + tf.cast(g, total.dtype) for total, g in zip(d_weights, grads)]
-        return j + 1, d_states, d_sequence, d_weights
-
-    d_weights = [tf.zeros(w.shape, tf.float32) for w in recurrent]
-    _, d_states0, d_sequence, d_weights = tf.while_loop(
-        lambda j, *_: j < chunks, backward_chunk,
-        (0, d_final, tf.TensorArray(sequence.dtype, size=steps), d_weights))
     d_recurrent = [tf.cast(g, w.dtype) for g, w in zip(d_weights, recurrent)]
     # The recurrent dropout mask is drawn, not learned: it gets no gradient.
-    return (d_sequence.stack(), None, *d_states0, *d_recurrent)
+    return (d_sequence.stack(), None, *d_states, *d_recurrent)
 
 
 def _rows(tensor):

@@ -382,7 +382,8 @@ def _plot(runs, output_dir):
 
 
 def _check_same_config(results_path, run):
-    saved = _read_json(results_path)["config"]
+    # A setting that the saved run predates had its default value then.
+    saved = {**dataclasses.asdict(TrainConfig()), **_read_json(results_path)["config"]}
     wanted = dataclasses.asdict(run.config)
     differing = sorted(key for key in wanted if saved.get(key) != wanted[key])
     if differing:

@@ -260,3 +260,38 @@ def test_fused_loop_equals_the_plain_loop_with_gradients(family, sharing, go_bac
         results.append([out, *states, *grads])
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family,sharing", [("lstm", "shared"), ("gru", "unshared"),
+                                            ("lstm", "additive")])
+def test_fused_loop_compiles_with_xla_in_chunks(family, sharing, monkeypatch):
+    """Under XLA every shape must be static, the chunks of the backward pass included:
+    the fused loop compiled with `jit_compile=True` (chunks of 5, 5 and 2 steps) gives the
+    plain loop's outputs and gradients."""
+    import tensorflow as tf
+
+    from keras_mulrnn import fused as fused_module
+
+    monkeypatch.setattr(fused_module, "CHUNK_STEPS", 5)
+    rank = None if sharing == "additive" else 5
+    # (No dropout: a compiled function draws other masks than an eager call.)
+    options = dict(units=N, rank=rank, return_sequences=True)
+    fused = km.make_layer(family, sharing, fused=True, **options)
+    plain = km.make_layer(family, sharing, fused=False, **options)
+    for layer in (fused, plain):
+        layer.build((None, 12, D))
+    randomized(fused, 8)
+    plain.set_weights(fused.get_weights())
+    xs = tf.constant(inputs())
+    probe = np.random.default_rng(9).standard_normal((3, 12, N)).astype("float32")
+
+    def outputs_and_gradients(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            out = layer(xs, training=True)
+            loss = tf.reduce_sum(out * probe)
+        return [out, *tape.gradient(loss, layer.trainable_variables + [xs])]
+
+    compiled = tf.function(outputs_and_gradients, jit_compile=True)(fused)
+    for got, want in zip(compiled, outputs_and_gradients(plain), strict=True):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)

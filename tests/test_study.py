@@ -80,6 +80,7 @@ def _corpus():
 
 def test_same_seed_same_results_and_a_rerun_skips_finished_runs(tmp_path, monkeypatch):
     tf.config.experimental.enable_op_determinism()
+    real_train = study.train
     runs = study.plan_study(tiny_base(), ("lstm",), ("shared", "unshared"), seeds=2)
     corpus = _corpus()
     first = study.run_study(corpus, runs, tmp_path / "a", verbose=0)
@@ -98,11 +99,24 @@ def test_same_seed_same_results_and_a_rerun_skips_finished_runs(tmp_path, monkey
             for r in runs}
     assert len(bpcs) == 4
 
+    # A run interrupted after its last checkpoint (no results yet) is resumed, not restarted.
+    interrupted = tmp_path / "a" / "runs" / runs[0].name
+    before = json.load(open(interrupted / "results.json"))
+    os.remove(interrupted / "results.json")
+    resumed = []
+    monkeypatch.setattr(study, "train", lambda *a, **k: resumed.append(k["resume"])
+                        or real_train(*a, **k))
+    study.run_study(corpus, runs, tmp_path / "a", verbose=0)
+    assert resumed == [True]
+    after = json.load(open(interrupted / "results.json"))
+    assert after["test_bpc"] == before["test_bpc"] and after["steps_this_run"] == 0
+
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(study, "train", no_training)
-    assert study.run_study(corpus, runs, tmp_path / "a", verbose=0) == first
+    assert without_speed(study.run_study(corpus, runs, tmp_path / "a", verbose=0)) == \
+        without_speed(first)
     # A finished run made with other settings is not silently mixed in.
     other = study.plan_study(tiny_base(learning_rate=2e-2), ("lstm",), ("shared",), seeds=1)
     with pytest.raises(ValueError, match="learning_rate"):
