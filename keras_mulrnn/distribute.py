@@ -71,10 +71,10 @@ def worker_name(strategy):
 def xla_supported(strategy):
     """XLA cannot compile the collectives of several CPU replicas (TensorFlow has not
     implemented them); on GPUs and TPUs, and for one device, it can."""
-    distributed = (strategy.num_replicas_in_sync > 1
-                   or getattr(strategy, "cluster_resolver", None) is not None)
-    devices = getattr(strategy.extended, "worker_devices", ())
-    return not distributed or not any("CPU" in device.upper() for device in devices)
+    if strategy.num_replicas_in_sync == 1 and getattr(strategy, "cluster_resolver",
+                                                      None) is None:
+        return True
+    return not any("CPU" in device.upper() for device in strategy.extended.worker_devices)
 
 
 def distribute_batches(strategy, dataset):
