@@ -332,53 +332,51 @@ def _plot(runs, output_dir):
     from matplotlib import pyplot
 
     groups = _groups(runs)
-    families = sorted({family for family, _ in groups})
-    plots = []
-    figure, axes = pyplot.subplots(1, len(families), figsize=(6 * len(families), 4),
-                                   squeeze=False)
-    for axis, family in zip(axes[0], families):
-        for (group_family, parametrization), group in sorted(groups.items()):
-            curves = [r["curve"] for r in group if r["curve"]]
-            if group_family != family or not curves:
-                continue
-            length = min(len(c) for c in curves)
-            steps = [p[0] for p in curves[0][:length]]
-            values = np.array([[p[2] for p in c[:length]] for c in curves])
-            mean, std = values.mean(axis=0), values.std(axis=0)
-            axis.plot(steps, mean, label=f"{parametrization} ({len(curves)} seeds)")
-            axis.fill_between(steps, mean - std, mean + std, alpha=0.2)
+
+    def learning_curves(axis, family, parametrization, group):
+        curves = [r["curve"] for r in group if r["curve"]]
+        if not curves:
+            return
+        length = min(len(c) for c in curves)
+        steps = [p[0] for p in curves[0][:length]]
+        values = np.array([[p[2] for p in c[:length]] for c in curves])
+        mean, std = values.mean(axis=0), values.std(axis=0)
+        axis.plot(steps, mean, label=f"{parametrization} ({len(curves)} seeds)")
+        axis.fill_between(steps, mean - std, mean + std, alpha=0.2)
         axis.set(title=f"m{family.upper()} (additive: {family.upper()})", xlabel="step",
                  ylabel="validation BPC")
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(os.path.join(output_dir, "learning_curves.png"), dpi=100)
-    pyplot.close(figure)
-    plots.append(("validation BPC during training, mean ± std over seeds",
-                  "learning_curves.png"))
 
+    def recovery_curves(axis, family, parametrization, group):
+        analysed = [r["analysis"] for r in group if r["analysis"]]
+        if not analysed:
+            return
+        curve = np.mean([a["curve"] for a in analysed], axis=0)
+        axis.plot(np.arange(1, len(curve) + 1), curve, label=parametrization)
+        axis.axhline(analysed[0]["threshold"], color="grey", linestyle=":")
+        axis.set(title=f"{family}: excess loss after a wrong symbol", xlabel="steps after",
+                 ylabel="excess bits")
+        # Logarithmic above 0.01 bits, linear around 0 (late excesses are noise of either
+        # sign).
+        axis.set_yscale("symlog", linthresh=1e-2)
+
+    plots = [("validation BPC during training, mean ± std over seeds", "learning_curves.png",
+              learning_curves)]
     if any(r["analysis"] for r in runs):
+        plots.append(("excess loss after one wrong symbol, mean over seeds",
+                      "error_recovery.png", recovery_curves))
+    families = sorted({family for family, _ in groups})
+    for _, name, draw in plots:
         figure, axes = pyplot.subplots(1, len(families), figsize=(6 * len(families), 4),
                                        squeeze=False)
         for axis, family in zip(axes[0], families):
             for (group_family, parametrization), group in sorted(groups.items()):
-                analysed = [r["analysis"] for r in group if r["analysis"]]
-                if group_family != family or not analysed:
-                    continue
-                curve = np.mean([a["curve"] for a in analysed], axis=0)
-                axis.plot(np.arange(1, len(curve) + 1), curve, label=parametrization)
-            axis.axhline(analysed[0]["threshold"], color="grey", linestyle=":")
-            axis.set(title=f"{family}: excess loss after a wrong symbol", xlabel="steps after",
-                     ylabel="excess bits")
-            # Logarithmic above 0.01 bits, linear around 0 (late excesses are noise of
-            # either sign).
-            axis.set_yscale("symlog", linthresh=1e-2)
+                if group_family == family:
+                    draw(axis, family, parametrization, group)
             axis.legend()
         figure.tight_layout()
-        figure.savefig(os.path.join(output_dir, "error_recovery.png"), dpi=100)
+        figure.savefig(os.path.join(output_dir, name), dpi=100)
         pyplot.close(figure)
-        plots.append(("excess loss after one wrong symbol, mean over seeds",
-                      "error_recovery.png"))
-    return plots
+    return [(title, name) for title, name, _ in plots]
 
 
 def _check_same_config(results_path, run):

@@ -222,6 +222,21 @@ def test_cell_used_as_sequence_layer_says_how_to_wrap_it(cell_class):
     assert "sequence layer" in str(error.value)
 
 
+def fused_and_plain(family, sharing, **options):
+    """The same built layer twice, with equal random weights: through the fused loop and
+    through Keras's generic loop."""
+    rank = None if sharing == "additive" else 5
+    fused = km.make_layer(family, sharing, units=N, rank=rank, return_sequences=True,
+                          fused=True, **options)
+    plain = km.make_layer(family, sharing, units=N, rank=rank, return_sequences=True,
+                          fused=False, **options)
+    for layer in (fused, plain):
+        layer.build((None, 12, D))
+    randomized(fused, 8)
+    plain.set_weights(fused.get_weights())
+    return fused, plain
+
+
 @pytest.mark.parametrize("family,sharing", [
     ("lstm", "shared"), ("lstm", "unshared"), ("gru", "shared"), ("gru", "unshared"),
     ("rnn", "shared"), ("lstm", "additive"), ("gru", "additive"),
@@ -239,15 +254,8 @@ def test_fused_loop_equals_the_plain_loop_with_gradients(family, sharing, go_bac
 
     monkeypatch.setattr(fused_module, "CHUNK_STEPS", chunk_steps)
 
-    rank = None if sharing == "additive" else 5
-    options = dict(units=N, rank=rank, return_sequences=True, return_state=True,
-                   go_backwards=go_backwards, recurrent_dropout=0.25, seed=4)
-    fused = km.make_layer(family, sharing, fused=True, **options)
-    plain = km.make_layer(family, sharing, fused=False, **options)
-    for layer in (fused, plain):
-        layer.build((None, 12, D))
-    randomized(fused, 8)
-    plain.set_weights(fused.get_weights())
+    fused, plain = fused_and_plain(family, sharing, return_state=True,
+                                   go_backwards=go_backwards, recurrent_dropout=0.25, seed=4)
     xs = tf.constant(inputs())
     probe = np.random.default_rng(9).standard_normal((3, 12, N)).astype("float32")
     results = []
@@ -273,15 +281,8 @@ def test_fused_loop_compiles_with_xla_in_chunks(family, sharing, monkeypatch):
     from keras_mulrnn import fused as fused_module
 
     monkeypatch.setattr(fused_module, "CHUNK_STEPS", 5)
-    rank = None if sharing == "additive" else 5
     # (No dropout: a compiled function draws other masks than an eager call.)
-    options = dict(units=N, rank=rank, return_sequences=True)
-    fused = km.make_layer(family, sharing, fused=True, **options)
-    plain = km.make_layer(family, sharing, fused=False, **options)
-    for layer in (fused, plain):
-        layer.build((None, 12, D))
-    randomized(fused, 8)
-    plain.set_weights(fused.get_weights())
+    fused, plain = fused_and_plain(family, sharing)
     xs = tf.constant(inputs())
     probe = np.random.default_rng(9).standard_normal((3, 12, N)).astype("float32")
 
