@@ -12,6 +12,8 @@ from keras_mulrnn.params import (
 )
 from keras_mulrnn.model import BitsPerCharacter, CharLanguageModel
 from keras_mulrnn.evaluation import evaluate_bpc
+from keras_mulrnn.dynamic_evaluation import dynamic_evaluate, gradient_statistics
+from keras_mulrnn.analysis import error_recovery, state_cosine
 from keras_mulrnn.generation import generate
 from keras_mulrnn.saving import load_model
 from keras_mulrnn.training import TrainConfig, train
@@ -37,6 +39,10 @@ __all__ = [
     "CharLanguageModel",
     "BitsPerCharacter",
     "evaluate_bpc",
+    "dynamic_evaluate",
+    "gradient_statistics",
+    "error_recovery",
+    "state_cosine",
     "generate",
     "load_model",
     "TrainConfig",
