@@ -23,12 +23,26 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 _CREATED = {}  # one strategy of each kind per process (a cluster is joined once)
 
 
-def make_strategy(name):
-    """The `tf.distribute.Strategy` called `name` (one of `STRATEGIES`)."""
+def check_strategy_name(name):
     if name not in STRATEGIES:
         raise ValueError(
             f"Invalid value for `strategy`: received {name!r}. Allowed: one of {STRATEGIES}."
         )
+
+
+def check_batch_split(batch_size, strategy):
+    """Every replica trains on `batch_size / replicas` whole rows: raise unless it divides."""
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ValueError(
+            f"The batch of {batch_size} rows cannot be split evenly across {replicas} "
+            f"replicas. Give a --batch-size that is a multiple of {replicas}."
+        )
+
+
+def make_strategy(name):
+    """The `tf.distribute.Strategy` called `name` (one of `STRATEGIES`)."""
+    check_strategy_name(name)
     require_tensorflow(f"--strategy {name} (tf.distribute)")
     if name == "default":
         return tf.distribute.get_strategy()
@@ -71,8 +85,7 @@ def worker_name(strategy):
 def xla_supported(strategy):
     """XLA cannot compile the collectives of several CPU replicas (TensorFlow has not
     implemented them); on GPUs and TPUs, and for one device, it can."""
-    if strategy.num_replicas_in_sync == 1 and getattr(strategy, "cluster_resolver",
-                                                      None) is None:
+    if _one_device(strategy):
         return True
     return not any("CPU" in device.upper() for device in strategy.extended.worker_devices)
 
@@ -80,7 +93,7 @@ def xla_supported(strategy):
 def distribute_batches(strategy, dataset):
     """`dataset` (whole global batches) as a distributed dataset in which every replica gets
     the whole batch of each step (it keeps its own rows); unchanged for one device."""
-    if strategy.num_replicas_in_sync == 1 and getattr(strategy, "cluster_resolver", None) is None:
+    if _one_device(strategy):
         return dataset
 
     def replicate(context):
@@ -90,6 +103,11 @@ def distribute_batches(strategy, dataset):
         )
 
     return strategy.distribute_datasets_from_function(replicate)
+
+
+def _one_device(strategy):
+    return (strategy.num_replicas_in_sync == 1
+            and getattr(strategy, "cluster_resolver", None) is None)
 
 
 def _check_tf_config():

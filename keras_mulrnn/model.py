@@ -17,6 +17,7 @@ from keras import ops
 from keras.src.losses.loss import unscale_loss_for_distribution
 
 from keras_mulrnn.data.vocabulary import Vocabulary
+from keras_mulrnn.distribute import check_batch_split
 from keras_mulrnn.factory import make_layer
 from keras_mulrnn.validation import check_positive_int
 
@@ -164,12 +165,8 @@ class CharLanguageModel(keras.Model):
         `ON_READ`: never averaged or copied between replicas).
         """
         strategy = self.distribute_strategy
+        check_batch_split(batch_size, strategy)
         replicas = strategy.num_replicas_in_sync
-        if batch_size % replicas:
-            raise ValueError(
-                f"The batch of {batch_size} rows cannot be split evenly across {replicas} "
-                f"replicas. Give a --batch-size that is a multiple of {replicas}."
-            )
         with strategy.scope():
             states = [
                 tf.Variable(tf.zeros((batch_size // replicas, size)), trainable=False,
@@ -195,10 +192,6 @@ class CharLanguageModel(keras.Model):
                 strategy.run(assign, args=(values,))
 
             self._carry.gather, self._carry.scatter = gather, scatter
-
-    @property
-    def carried_states(self):
-        return self._carry.states
 
     def carry_values(self):
         """The carried states of all rows, `(batch_size, units)` NumPy arrays gathered from

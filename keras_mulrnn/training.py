@@ -24,8 +24,8 @@ import numpy as np
 
 from keras_mulrnn.checkpoints import CheckpointManager
 from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
-from keras_mulrnn.distribute import (STRATEGIES, distribute_batches, is_chief, make_strategy,
-                                     worker_name, xla_supported)
+from keras_mulrnn.distribute import (check_batch_split, check_strategy_name, distribute_batches,
+                                     is_chief, make_strategy, worker_name, xla_supported)
 from keras_mulrnn.evaluation import evaluate_bpc
 from keras_mulrnn.generation import generate
 from keras_mulrnn.model import BitsPerCharacter, CharLanguageModel
@@ -93,11 +93,7 @@ class TrainConfig:
                 f"Invalid value for `learning_rate`: received {self.learning_rate!r}. "
                 f"Allowed: a number > 0."
             )
-        if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"Invalid value for `strategy`: received {self.strategy!r}. Allowed: one of "
-                f"{STRATEGIES}."
-            )
+        check_strategy_name(self.strategy)
         model_config(self)  # builds nothing, but checks family, parametrization, rank, rates
         return self
 
@@ -183,12 +179,7 @@ def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=(
         TBPTTBatches(split, config.eval_batch_size if name == "valid" else config.test_batch_size,
                      config.seq_len, name=name)
     strategy = make_strategy(config.strategy)
-    if config.batch_size % strategy.num_replicas_in_sync:
-        raise ValueError(
-            f"The batch of {config.batch_size} rows cannot be split evenly across "
-            f"{strategy.num_replicas_in_sync} replicas. Give a --batch-size that is a multiple "
-            f"of {strategy.num_replicas_in_sync}."
-        )
+    check_batch_split(config.batch_size, strategy)
     chief = is_chief(strategy)
     # Every worker runs the same steps (checkpoints gather the carried state from all of
     # them), but only the chief writes into `output_dir`; the others write into a scratch
