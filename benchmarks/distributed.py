@@ -34,7 +34,8 @@ def main():
 
     from keras_mulrnn.data.corpora import corpus_from_bytes
     from keras_mulrnn.distribute import make_strategy, xla_supported
-    from keras_mulrnn.training import TrainConfig, train
+    from keras_mulrnn.lm.config import TrainConfig
+from keras_mulrnn.lm.training import train
 
     rng = np.random.default_rng(0)
     corpus = corpus_from_bytes("random", rng.integers(0, 64, 2_000_000, dtype=np.uint8).tobytes())

@@ -3,8 +3,7 @@
     python examples/train_ptb.py --data DIR   # DIR holds ptb.char.{train,valid,test}.txt
 """
 
-from keras_mulrnn import cli
-from keras_mulrnn.data import load_ptb
+from keras_mulrnn.lm import cli
 
 DEFAULTS = dict(
     family="lstm", parametrization="shared", units=1000, embedding_dim=128,
@@ -15,11 +14,14 @@ DEFAULTS = dict(
 
 def main():
     parser = cli.parser("ptb character language model", DEFAULTS,
-                        "directory holding ptb.char.{train,valid,test}.txt")
+                        "directory holding ptb.char.{train,valid,test}.txt (required)",
+                        prog="train_ptb.py")
     args = parser.parse_args()
     if args.data is None:
         parser.error("--data DIR is required: the directory with the ptb.char.*.txt files")
-    config = cli.config_from(args, parser)
+    args, config = cli.start(parser)
+    from keras_mulrnn.data import load_ptb
+
     cli.run(load_ptb(args.data), config, args)
 
 

@@ -1,14 +1,14 @@
 """Train a character language model on any text or byte file, or a TFDS text dataset.
 
-    python examples/train_text.py --data ../shared/data/tinyshakespeare.txt
+    python examples/train_text.py                      # the corpus embedded in the package
+    python examples/train_text.py --data any.txt       # a UTF-8 text file
     python examples/train_text.py --data file.bin --kind byte
     python examples/train_text.py --tfds tiny_shakespeare
 
 A file is split 90% / 5% / 5% (train / valid / test) in order.
 """
 
-from keras_mulrnn import cli
-from keras_mulrnn.data import load_text, load_tfds
+from keras_mulrnn.lm import cli
 
 DEFAULTS = dict(family="lstm", parametrization="shared", units=512, embedding_dim=64,
                 batch_size=32, seq_len=100, steps=5000, eval_every=500, eval_batch_size=16,
@@ -16,15 +16,24 @@ DEFAULTS = dict(family="lstm", parametrization="shared", units=512, embedding_di
 
 
 def main():
-    parser = cli.parser("text character language model", DEFAULTS, "a UTF-8 text or byte file")
+    parser = cli.parser("text character language model", DEFAULTS,
+                        "a UTF-8 text or byte file (default: the corpus embedded in the "
+                        "package)", prog="train_text.py")
     parser.add_argument("--kind", choices=("char", "byte"), default="char",
                         help="read --data as UTF-8 characters or as raw bytes")
-    parser.add_argument("--tfds", help="a TFDS text dataset name instead of --data")
-    args = parser.parse_args()
-    if (args.data is None) == (args.tfds is None):
-        parser.error("give exactly one of --data FILE or --tfds NAME")
-    config = cli.config_from(args, parser)
-    corpus = load_text(args.data, args.kind) if args.data else load_tfds(args.tfds, args.kind)
+    parser.add_argument("--tfds", help="a TFDS text dataset name instead of --data "
+                                       "(needs the tfds extra and, once, the network)")
+    args, config = cli.start(parser)
+    if args.data is not None and args.tfds is not None:
+        parser.error("give at most one of --data FILE or --tfds NAME")
+    from keras_mulrnn.data import load_embedded, load_text, load_tfds
+
+    if args.tfds:
+        corpus = load_tfds(args.tfds, args.kind)
+    elif args.data:
+        corpus = load_text(args.data, args.kind)
+    else:
+        corpus = load_embedded()
     cli.run(corpus, config, args)
 
 

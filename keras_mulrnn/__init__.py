@@ -1,50 +1,66 @@
-"""keras_mulrnn: multiplicative recurrent cells (mRNN, mLSTM, mGRU) for Keras 3."""
+"""keras_mulrnn: multiplicative recurrent cells (mRNN, mLSTM, mGRU) for Keras 3.
 
-from keras_mulrnn.cells import MGRUCell, MLSTMCell, MRNNCell, RecurrentCell
-from keras_mulrnn.factory import make_cell, make_layer
-from keras_mulrnn.layers import MGRU, MLSTM, MRNN, RecurrentLayer
-from keras_mulrnn.params import (
-    count_params,
-    matching_rank,
-    rank_for_budget,
-    stack_params,
-    units_for_budget,
-)
-from keras_mulrnn.model import BitsPerCharacter, CharLanguageModel
-from keras_mulrnn.evaluation import evaluate_bpc
-from keras_mulrnn.dynamic_evaluation import dynamic_evaluate, gradient_statistics
-from keras_mulrnn.analysis import error_recovery, state_cosine
-from keras_mulrnn.generation import generate
-from keras_mulrnn.saving import load_model
-from keras_mulrnn.training import TrainConfig, train
+The public names below load on first use, all together (with Keras and its backend), so that
+`import keras_mulrnn` is cheap and the command lines can parse their arguments before the
+backend starts. Using any of them registers every class of the package with Keras's
+serialization; `keras_mulrnn.load_model` loads `.keras` files safely.
 
-__version__ = "0.1.0"
+The package is laid out by concern:
 
-__all__ = [
-    "MRNNCell",
-    "MLSTMCell",
-    "MGRUCell",
-    "RecurrentCell",
-    "MRNN",
-    "MLSTM",
-    "MGRU",
-    "RecurrentLayer",
-    "make_cell",
-    "make_layer",
-    "count_params",
-    "matching_rank",
-    "rank_for_budget",
-    "units_for_budget",
-    "stack_params",
-    "CharLanguageModel",
-    "BitsPerCharacter",
-    "evaluate_bpc",
-    "dynamic_evaluate",
-    "gradient_statistics",
-    "error_recovery",
-    "state_cosine",
-    "generate",
-    "load_model",
-    "TrainConfig",
-    "train",
-]
+- `cells/`, `layers.py`, `factory.py`, `params.py`: the cells, their sequence layers, and
+  their sizes; every backend;
+- `backend/`: the one interface over what differs between Keras backends, with one module
+  per backend (`backend/tensorflow/`, `backend/jax/`);
+- `data/`: corpora, vocabularies and the truncated-BPTT batches (NumPy);
+- `lm/`: the character language model toolkit: model, training, checkpoints, evaluation,
+  generation, the command line;
+- `analysis/`: the sharing study, error recovery, dynamic evaluation.
+"""
+
+import importlib
+
+__version__ = "0.2.0"
+
+# Public name → the module that defines it.
+_PUBLIC = {
+    "RecurrentCell": "keras_mulrnn.cells",
+    "MRNNCell": "keras_mulrnn.cells",
+    "MLSTMCell": "keras_mulrnn.cells",
+    "MGRUCell": "keras_mulrnn.cells",
+    "RecurrentLayer": "keras_mulrnn.layers",
+    "MRNN": "keras_mulrnn.layers",
+    "MLSTM": "keras_mulrnn.layers",
+    "MGRU": "keras_mulrnn.layers",
+    "make_cell": "keras_mulrnn.factory",
+    "make_layer": "keras_mulrnn.factory",
+    "count_params": "keras_mulrnn.params",
+    "matching_rank": "keras_mulrnn.params",
+    "rank_for_budget": "keras_mulrnn.params",
+    "units_for_budget": "keras_mulrnn.params",
+    "stack_params": "keras_mulrnn.params",
+    "CharLanguageModel": "keras_mulrnn.lm.model",
+    "BitsPerCharacter": "keras_mulrnn.lm.model",
+    "TrainConfig": "keras_mulrnn.lm.config",
+    "train": "keras_mulrnn.lm.training",
+    "evaluate_bpc": "keras_mulrnn.lm.evaluation",
+    "generate": "keras_mulrnn.lm.generation",
+    "load_model": "keras_mulrnn.saving",
+    "dynamic_evaluate": "keras_mulrnn.analysis.dynamic_evaluation",
+    "gradient_statistics": "keras_mulrnn.analysis.dynamic_evaluation",
+    "error_recovery": "keras_mulrnn.analysis.recovery",
+    "state_cosine": "keras_mulrnn.analysis.recovery",
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'keras_mulrnn' has no attribute {name!r}")
+    for public, module in _PUBLIC.items():
+        globals()[public] = getattr(importlib.import_module(module), public)
+    return globals()[name]
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

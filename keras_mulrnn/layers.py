@@ -1,21 +1,29 @@
 """Sequence layers `MRNN`, `MLSTM`, `MGRU`: the cells run over whole sequences.
 
 Each is a `keras.layers.RNN` over its cell (so every `RNN` argument works: `return_sequences`,
-`return_state`, `go_backwards`, `stateful`, `unroll`, masks) with one difference in how the
+`return_state`, `go_backwards`, `stateful`, `unroll`, masks) with these differences in how the
 loop runs: the input side of every time step, `W_·x x_t + b` and `W_mx x_t`, is computed in
-one matrix product before the recurrence, and the weights are prepared (weight-normalized,
-fused, arranged by group) once per sequence instead of once per step. The results are those
-of running the cell step by step.
+one matrix product before the recurrence; the weights are prepared (weight-normalized, fused,
+arranged by group) once per sequence instead of once per step; where the backend has one
+(`keras_mulrnn.backend.fused_sequence`), the recurrence runs as one function with a
+hand-written backward pass. The results are those of running the cell step by step.
+
+Two conventions differ from `keras.layers.RNN`: the states are carried in the variable dtype
+(float32 under a mixed policy) from the initial state to the returned one, so a state that a
+model carries from call to call never passes through bfloat16; and dropout masks are drawn
+only when training, so inference never advances the seed generators.
 """
 
 import keras
 from keras import ops
+from keras import tree
 
 # The backend-neutral recurrence loop that `keras.layers.RNN` itself runs (a `tf.while_loop`
 # on TensorFlow, `lax.scan` on JAX); Keras does not export it publicly.
 from keras.src.backend import rnn as backend_rnn
 
-from keras_mulrnn import fused
+from keras_mulrnn import backend
+from keras_mulrnn.backend import fused as fused_plan
 from keras_mulrnn.cells import MGRUCell, MLSTMCell, MRNNCell
 
 # Arguments of `keras.layers.Layer` that belong to the sequence layer, not to its cell.
@@ -29,9 +37,9 @@ class RecurrentLayer(keras.layers.RNN):
         units: positive int, the size of the hidden state.
         return_sequences, return_state, go_backwards, stateful, unroll, zero_output_for_mask:
             as for `keras.layers.RNN`.
-        fused: on TensorFlow, run the sequence with the hand-written backward pass of
-            `keras_mulrnn.fused` (same results, faster training) where it applies; False
-            always uses Keras's generic loop.
+        fused: run the sequence with the backend's hand-written backward pass
+            (`keras_mulrnn.backend.fused`: same results, faster training) where it applies;
+            False always uses Keras's generic loop.
         **kwargs: the cell's arguments (`rank`, `sharing`, `transition`, `dropout`, ...; see
             the cell's docstring) and the layer's (`name`, `dtype`, `trainable`).
     """
@@ -76,6 +84,34 @@ class RecurrentLayer(keras.layers.RNN):
     def units(self):
         return self.cell.units
 
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        # `keras.layers.RNN.call`, but for the two conventions of the module docstring.
+        cell = self.cell
+        if self.unroll and sequences.shape[1] is None:
+            raise ValueError(
+                "Cannot unroll an RNN whose time dimension is undefined: give the inputs a "
+                "fixed length (e.g. `keras.Input((100, features))`)."
+            )
+        if initial_state is None:
+            initial_state = (self.states if self.stateful
+                             else self.get_initial_state(batch_size=ops.shape(sequences)[0]))
+        initial_state = [ops.cast(state, cell.variable_dtype)
+                         for state in tree.flatten(initial_state)]
+        if training:
+            self._maybe_config_dropout_masks(cell, sequences[:, 0, :], initial_state)
+        last_output, outputs, states = self.inner_loop(
+            sequences=sequences, initial_state=initial_state, mask=mask, training=training)
+        if training:
+            self._maybe_reset_dropout_masks(cell)
+        if self.stateful:
+            for variable, state in zip(tree.flatten(self.states), states):
+                variable.assign(ops.cast(state, variable.dtype))
+        output = outputs if self.return_sequences else last_output
+        output = ops.cast(output, self.compute_dtype)
+        if self.return_state:
+            return output, *states
+        return output
+
     def inner_loop(self, sequences, initial_state, mask, training=False):
         cell = self.cell
         if isinstance(mask, (list, tuple)):
@@ -88,18 +124,23 @@ class RecurrentLayer(keras.layers.RNN):
         if training and cell.recurrent_dropout > 0:
             recurrent_mask = cell.get_recurrent_dropout_mask(initial_state[0])
         weights = cell.prepared_weights()
-        # Carry the states in the variable dtype (float32 under a mixed policy): the cell
-        # state sums over many steps and would drift in bfloat16.
-        initial_state = [ops.cast(state, cell.variable_dtype) for state in initial_state]
-
-        if (self.fused and keras.backend.backend() == "tensorflow"
-                and fused.supports(cell, mask, self.unroll)):
+        sequence_function = (backend.fused_sequence(cell)
+                             if self.fused and fused_plan.supports(cell, mask, self.unroll)
+                             else None)
+        if sequence_function is not None:
             # Time major from the start: transposing the narrow input costs little, while
             # transposing its projection (and that projection's gradient) would copy the
             # largest tensors of the step.
             projected = cell.project_inputs(ops.transpose(sequences, (1, 0, 2)), weights)
-            return fused.run(cell, projected, initial_state, weights, recurrent_mask,
-                             self.go_backwards)
+            if self.go_backwards:
+                projected = ops.flip(projected, axis=0)
+            if recurrent_mask is None:
+                recurrent_mask = ops.ones_like(initial_state[0])
+            outputs, *states = sequence_function(
+                projected, recurrent_mask, *initial_state,
+                *[weights[name] for name in fused_plan.recurrent_names(cell)])
+            outputs = ops.transpose(outputs, (1, 0, 2))
+            return outputs[:, -1], outputs, list(states)
         projected = cell.project_inputs(sequences, weights)
 
         def step(projected_t, states):

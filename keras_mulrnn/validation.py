@@ -1,33 +1,61 @@
-"""Argument checks shared by every entry point: a `ValueError` that names the argument, the
-value received and what is allowed."""
+"""Argument checks shared by every entry point: a `ValueError` that names the argument (the
+command-line flag of the same name, with dashes), the value received and what is allowed."""
+
+import math
+
+
+def _refuse(name, value, allowed):
+    raise ValueError(
+        f"Invalid value for argument `{name}`: received {name}={value!r}. Allowed: {allowed}."
+    )
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(
-            f"Invalid value for argument `{name}`: received {name}={value!r}. "
-            f"Allowed: a positive integer."
-        )
+    if not _is_int(value) or value <= 0:
+        _refuse(name, value, "a positive integer")
+
+
+def check_count(name, value, minimum=0):
+    """An integer of at least `minimum` (0 by default)."""
+    if not _is_int(value) or value < minimum:
+        _refuse(name, value, f"an integer >= {minimum}")
+
+
+def check_optional_positive_int(name, value):
+    if value is not None:
+        if not _is_int(value) or value <= 0:
+            _refuse(name, value, "a positive integer, or none")
 
 
 def check_rate(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}`: received {name}={value!r}. "
-            f"Allowed: a float in [0, 1)."
-        )
+        _refuse(name, value, "a float in [0, 1)")
 
 
-def require_tensorflow(what):
-    """Raises a clear `RuntimeError` when `what` (a TensorFlow-only part of the package: the
-    training loop, evaluation, sampling, dynamic evaluation) is used on another backend."""
-    import keras
+def check_positive_number(name, value, optional=False):
+    """A finite number > 0 (or None when `optional`)."""
+    if optional and value is None:
+        return
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value <= 0):
+        _refuse(name, value, "a finite number > 0" + (", or none" if optional else ""))
 
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise RuntimeError(
-            f"{what} uses TensorFlow (tf.data, tf.function, tf.GradientTape) and needs the "
-            f"TensorFlow backend, but Keras runs on {backend!r} in this process. Set "
-            f"KERAS_BACKEND=tensorflow, or on {backend} use the cells and layers (e.g. "
-            f"keras_mulrnn.MLSTM) in your own Keras model with model.fit."
-        )
+
+def check_non_negative_number(name, value):
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value < 0):
+        _refuse(name, value, "a finite number >= 0")
+
+
+def check_bool(name, value):
+    if not isinstance(value, bool):
+        _refuse(name, value, "True or False")
+
+
+def check_choice(name, value, allowed):
+    if value not in allowed:
+        _refuse(name, value, f"one of {tuple(allowed)}")

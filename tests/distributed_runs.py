@@ -5,6 +5,9 @@ cluster are fixed when TensorFlow starts).
         Two logical CPU devices. Trains the same small stateful model on one device and
         under MirroredStrategy; then stops a mirrored run halfway and resumes it on one
         device. Writes OUTPUT_DIR/mirrored.npz (losses and weights of each run).
+    python tests/distributed_runs.py mirrored-one-device OUTPUT_DIR
+        MirroredStrategy over the machine's one CPU: trains with checkpoints, stops at step 6
+        and resumes; writes OUTPUT_DIR/one.npz (the weights of both ends and one device's).
     python tests/distributed_runs.py worker OUTPUT_DIR WEIGHTS.npz
         One worker of the cluster in TF_CONFIG: trains under MultiWorkerMirroredStrategy
         into OUTPUT_DIR and saves the weights it ends with.
@@ -21,7 +24,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_mulrnn.data import corpora  # noqa: E402
-from keras_mulrnn.training import TrainConfig, train  # noqa: E402
+from keras_mulrnn.lm.config import TrainConfig
+from keras_mulrnn.lm.training import train  # noqa: E402
 
 TEXT = ("Whether 'tis nobler in the mind to suffer the slings and arrows of outrageous "
         "fortune, or to take arms against a sea of troubles.\n") * 20
@@ -96,10 +100,30 @@ def mirrored(output_dir):
     np.savez(os.path.join(output_dir, "mirrored.npz"), **arrays)
 
 
-def worker(output_dir, weights_path):
-    from keras_mulrnn.distribute import make_strategy
+def mirrored_one_device(output_dir):
+    tf.config.experimental.enable_op_determinism()
+    arrays = {}
+    record = Record()
+    train(corpus(), small_config(), os.path.join(output_dir, "default"), verbose=0,
+          extra_callbacks=[record])
+    arrays.update({f"default_weight_{i}": w for i, w in enumerate(record.weights)})
+    resumed_dir = os.path.join(output_dir, "mirrored")
+    try:
+        train(corpus(), small_config(strategy="mirrored", checkpoint_every=2), resumed_dir,
+              verbose=0, extra_callbacks=[Record(stop_at=6)])
+    except _Stopped:
+        pass
+    record = Record()
+    train(corpus(), small_config(strategy="mirrored", checkpoint_every=2), resumed_dir,
+          resume=True, verbose=0, extra_callbacks=[record])
+    arrays.update({f"mirrored_weight_{i}": w for i, w in enumerate(record.weights)})
+    np.savez(os.path.join(output_dir, "one.npz"), **arrays)
 
-    make_strategy("multiworker")  # joins the cluster before TensorFlow runs anything else
+
+def worker(output_dir, weights_path):
+    from keras_mulrnn import backend
+
+    backend.make_distribution("multiworker")  # joins the cluster before TF runs anything
     record = Record()
     results = train(corpus(), small_config(strategy="multiworker", steps=6, eval_every=3),
                     output_dir, verbose=0, extra_callbacks=[record])
@@ -108,4 +132,5 @@ def worker(output_dir, weights_path):
 
 
 if __name__ == "__main__":
-    {"mirrored": mirrored, "worker": worker}[sys.argv[1]](*sys.argv[2:])
+    {"mirrored": mirrored, "mirrored-one-device": mirrored_one_device,
+     "worker": worker}[sys.argv[1]](*sys.argv[2:])

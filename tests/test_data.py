@@ -178,12 +178,40 @@ def test_tbptt_layout(n, batch, seq_len):
                     scored.append(stream[position + 1])
     # Every symbol after the first is a target exactly once: nothing lost at the end.
     assert sorted(scored) == list(range(1, n))
-    # The tf.data pipeline yields exactly the same batches, cycling over the split.
-    dataset = list(batches.dataset(start_step=0, steps=batches.batches_per_pass + 1))
-    for j, (x, y, w) in enumerate(dataset):
-        want = batches.window(j % batches.batches_per_pass)
-        for got, expected in zip((x, y, w), want):
-            np.testing.assert_array_equal(got.numpy(), expected)
+    # A training batch is that window with a reset flag on the first batch of every pass.
+    for step in range(2 * batches.batches_per_pass + 1):
+        (ids_, reset), targets, weights = batches.batch(step)
+        want = batches.window(step % batches.batches_per_pass)
+        for got, expected in zip((ids_, targets, weights), want):
+            np.testing.assert_array_equal(got, expected)
+        assert reset.shape == (batch,)
+        assert np.all(reset == float(step % batches.batches_per_pass == 0))
+
+
+@pytest.mark.parametrize("kind", ["tbptt", "shuffled"])
+@pytest.mark.parametrize("start", [0, 7, 23])
+def test_tf_data_and_numpy_sources_serve_identical_batches(kind, start):
+    """Both backends' pipelines serve exactly `batches.batch(step)`, from step 0 and from a
+    resumed step, across pass boundaries (and reshuffles), and stop after `steps`."""
+    from keras_mulrnn.backend.tensorflow.distribute import dataset
+    from keras_mulrnn.data.sources import BatchSequence
+
+    ids = (np.arange(1500) % 200).astype(np.uint8)
+    batches = (TBPTTBatches(ids, 4, 25) if kind == "tbptt"
+               else ShuffledWindows(ids, 4, 25, seed=5))
+    steps = 3 * batches.batches_per_pass + 2
+    want = [[np.asarray(a) for a in (b[0][0], b[0][1], b[1], b[2])]
+            for b in (batches.batch(start + i) for i in range(steps))]
+    from_numpy = [[np.asarray(a) for a in (b[0][0], b[0][1], b[1], b[2])]
+                  for b in BatchSequence(batches, start, steps)]
+    from_tf_data = [[a.numpy() for a in (b[0][0], b[0][1], b[1], b[2])]
+                    for b in dataset(batches, start, steps)]
+    assert len(from_numpy) == len(from_tf_data) == steps
+    for got_numpy, got_tf, expected in zip(from_numpy, from_tf_data, want):
+        for a, b, c in zip(got_numpy, got_tf, expected):
+            assert a.dtype == b.dtype == c.dtype
+            np.testing.assert_array_equal(a, c)
+            np.testing.assert_array_equal(b, c)
 
 
 def test_tbptt_rejects_a_corpus_shorter_than_one_batch():
@@ -191,13 +219,24 @@ def test_tbptt_rejects_a_corpus_shorter_than_one_batch():
         TBPTTBatches(np.zeros(100, np.uint8), 32, 100, min_batches=1, name="train")
 
 
-def test_shuffled_windows_resume_in_the_same_order():
+def test_shuffled_windows_are_a_new_permutation_every_pass():
     ids = (np.arange(2000) % 200).astype(np.uint8)
     windows = ShuffledWindows(ids, batch_size=4, seq_len=10, seed=3)
-    full = [batch for batch in windows.dataset(steps=70)]  # crosses a reshuffle (49 per pass)
-    resumed = [batch for batch in windows.dataset(start_step=30, steps=40)]
-    for a, b in zip(full[30:], resumed):
-        np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
-    x, y, _ = full[0]
-    np.testing.assert_array_equal(x.numpy()[:, 1:], y.numpy()[:, :-1])  # shifted by one
-    assert np.all((x.numpy()[:, 1:] - x.numpy()[:, :-1]) % 200 == 1)  # contiguous windows
+    per_pass = windows.batches_per_pass  # 199 windows: 49 batches, 3 windows left over
+    assert per_pass == 49
+    for pass_index in range(2):
+        order = windows.order(pass_index)
+        assert sorted(order) == list(range(199))  # a permutation of all windows
+        for position in range(per_pass):
+            (x, reset), y, w = windows.batch(pass_index * per_pass + position)
+            chosen = order[position * 4 : (position + 1) * 4]
+            np.testing.assert_array_equal(x[:, 0], ids[chosen * 10])  # these windows
+            np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # shifted by one
+            assert np.all((x[:, 1:] - x[:, :-1]) % 200 == 1)  # contiguous windows
+            assert np.all(reset == 1) and np.all(w == 1)
+    assert list(windows.order(0)) != list(windows.order(1))
+    # The same seed gives the same order; another seed another one.
+    again = ShuffledWindows(ids, batch_size=4, seq_len=10, seed=3)
+    other = ShuffledWindows(ids, batch_size=4, seq_len=10, seed=4)
+    np.testing.assert_array_equal(again.batch(60)[0][0], windows.batch(60)[0][0])
+    assert not np.array_equal(other.batch(60)[0][0], windows.batch(60)[0][0])

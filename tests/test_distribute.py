@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from keras_mulrnn.distribute import make_strategy
-from keras_mulrnn.training import TrainConfig
+from keras_mulrnn import backend
+from keras_mulrnn.lm.config import TrainConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -93,7 +93,7 @@ def test_two_workers_on_localhost_agree_and_the_chief_alone_writes(tmp_path):
     assert os.listdir(scratch) == []  # the other worker's scratch directory was removed
     # And they trained what one device trains with the same global batch.
     from distributed_runs import Record, corpus, small_config
-    from keras_mulrnn.training import train
+    from keras_mulrnn.lm.training import train
 
     record = Record()
     train(corpus(), small_config(steps=6, eval_every=3), tmp_path / "single", verbose=0,
@@ -107,10 +107,23 @@ def test_strategy_errors_are_clear(monkeypatch):
         TrainConfig(strategy="tpu").validate()
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="TF_CONFIG"):
-        make_strategy("multiworker")
+        backend.make_distribution("multiworker")
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="TF_CONFIG is not a valid"):
-        make_strategy("multiworker")
+        backend.make_distribution("multiworker")
+    with pytest.raises(ValueError, match="data-parallel is a jax strategy.*KERAS_BACKEND=jax"):
+        TrainConfig(strategy="data-parallel").validate()
+
+
+def test_mirrored_on_a_one_device_machine_trains_checkpoints_and_resumes(tmp_path):
+    done = subprocess.run([sys.executable, os.path.join(HERE, "distributed_runs.py"),
+                           "mirrored-one-device", str(tmp_path)], capture_output=True,
+                          text=True, env=_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = np.load(tmp_path / "one.npz")
+    for mirrored, single in zip(_weights(runs, "mirrored_weight_"),
+                                _weights(runs, "default_weight_"), strict=True):
+        np.testing.assert_allclose(mirrored, single, atol=1e-5)
 
 
 def test_cell_reference_tests_pass_on_jax():
@@ -144,21 +157,3 @@ def test_training_on_jax_matches_tensorflow(tmp_path):
     with np.load(initial) as start:
         assert any(not np.allclose(a, start[f"arr_{i}"])
                    for i, a in enumerate(_weights(tf_run, "arr_")))
-
-
-def test_tensorflow_only_parts_say_so_on_jax(tmp_path):
-    script = (
-        "import numpy as np, keras_mulrnn as km\n"
-        "from keras_mulrnn.data import Vocabulary\n"
-        "from keras_mulrnn.training import TrainConfig, train\n"
-        "from keras_mulrnn.data.corpora import corpus_from_text\n"
-        "try:\n"
-        "    train(corpus_from_text('t', 'abc' * 500), TrainConfig(units=4), 'out')\n"
-        "except RuntimeError as error:\n"
-        "    print(error)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=_env(KERAS_BACKEND="jax"), cwd=tmp_path, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "needs the TensorFlow backend" in done.stdout and "'jax'" in done.stdout
-    assert not (tmp_path / "out").exists()

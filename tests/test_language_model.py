@@ -12,10 +12,11 @@ import tensorflow as tf
 
 import keras_mulrnn  # noqa: F401
 from keras_mulrnn.data import Vocabulary, corpora
-from keras_mulrnn.evaluation import evaluate_bpc
-from keras_mulrnn.generation import generate
-from keras_mulrnn.model import CharLanguageModel
-from keras_mulrnn.training import TrainConfig, train
+from keras_mulrnn.lm.evaluation import evaluate_bpc
+from keras_mulrnn.lm.generation import generate
+from keras_mulrnn.lm.model import CharLanguageModel
+from keras_mulrnn.lm.config import TrainConfig
+from keras_mulrnn.lm.training import train
 
 TEXT = ("It is a truth universally acknowledged, that a single man in possession of a good "
         "fortune, must be in want of a wife.\n") * 30
@@ -204,3 +205,15 @@ def test_validation_and_sampling_do_not_change_training(tmp_path):
                     keras.saving.load_model(tmp_path / "rarely" / "model.keras").get_weights()):
         np.testing.assert_array_equal(a, b)
     assert often["test_bpc"] == rarely["test_bpc"]
+
+
+def test_a_model_file_of_version_0_1_still_loads():
+    """A `.keras` file written by keras_mulrnn 0.1.0 (before the carried state moved into the
+    model) loads, with the same logits it had then."""
+    import keras_mulrnn as km
+
+    fixtures = os.path.join(ROOT, "tests", "fixtures")
+    model = km.load_model(os.path.join(fixtures, "lm_v0_1.keras"))
+    expected = np.load(os.path.join(fixtures, "lm_v0_1_expected.npz"))
+    np.testing.assert_allclose(model(expected["ids"]), expected["logits"], atol=1e-6)
+    assert not [v for v in model.weights if "carr" in v.path]

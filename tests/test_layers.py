@@ -250,7 +250,7 @@ def test_fused_loop_equals_the_plain_loop_with_gradients(family, sharing, go_bac
     states and every gradient equal those of Keras's generic loop."""
     import tensorflow as tf
 
-    from keras_mulrnn import fused as fused_module
+    from keras_mulrnn.backend import fused as fused_module
 
     monkeypatch.setattr(fused_module, "CHUNK_STEPS", chunk_steps)
 
@@ -278,7 +278,7 @@ def test_fused_loop_compiles_with_xla_in_chunks(family, sharing, monkeypatch):
     plain loop's outputs and gradients."""
     import tensorflow as tf
 
-    from keras_mulrnn import fused as fused_module
+    from keras_mulrnn.backend import fused as fused_module
 
     monkeypatch.setattr(fused_module, "CHUNK_STEPS", 5)
     # (No dropout: a compiled function draws other masks than an eager call.)

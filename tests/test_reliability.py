@@ -15,9 +15,11 @@ import pytest
 import tensorflow as tf
 
 import keras_mulrnn as km
-from keras_mulrnn.checkpoints import CheckpointManager
+from keras_mulrnn import backend
+from keras_mulrnn.lm.checkpoints import CheckpointManager
+from keras_mulrnn.lm.optimization import build_model
 from keras_mulrnn.data import corpora, load_ptb, load_text
-from keras_mulrnn.training import train
+from keras_mulrnn.lm.training import train
 from test_language_model import TEXT, small_config, small_corpus, tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,8 +100,9 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(script_run, tmp_path, signu
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-3000:]
-    assert "Interrupted at step" in stdout and "--resume" in stdout
-    step = int(stdout.split("Interrupted at step ")[1].split()[0])
+    assert "Interrupted at step" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr
+    step = int(stderr.split("Interrupted at step ")[1].split()[0])
     assert 20 <= step < 60
     assert CheckpointManager(output / "checkpoints").steps()[-1] == step
     resumed = subprocess.run(script_command(data, output, "--resume"), env=ENV,
@@ -122,7 +125,7 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path):
     weights_file = os.path.join(manager.path(newest), "model.weights.h5")
     with open(weights_file, "r+b") as handle:
         handle.truncate(os.path.getsize(weights_file) // 2)
-    with pytest.warns(UserWarning, match=f"ckpt-0*{newest}.*could not be read"):
+    with pytest.warns(UserWarning, match=f"ckpt-0*{newest}.*could not be used.*set aside"):
         train(small_corpus(), config, tmp_path, resume=True, verbose=0)
     # It resumed from the previous checkpoint and trained the missing steps again.
     results = json.loads((tmp_path / "results.json").read_text())
@@ -148,8 +151,8 @@ def test_full_disk_keeps_the_previous_checkpoint_and_reports_it(tmp_path, monkey
     assert manager.steps() == [2, 4]
     assert not [n for n in os.listdir(manager.directory) if n.startswith(".tmp-")]
     monkeypatch.setattr(keras.Model, "save_weights", original)
-    model = km.training.build_model(small_corpus().vocabulary, config)
-    model.start_carry(config.batch_size, 1)
+    model = build_model(small_corpus().vocabulary, config)
+    model.start_carry(config.batch_size, backend.make_distribution())
     assert manager.restore_latest(model)["step"] == 4
 
 
@@ -174,8 +177,8 @@ def test_nan_stops_at_its_step_with_the_last_good_checkpoint_intact(tmp_path):
         train(small_corpus(), config, tmp_path, verbose=0, extra_callbacks=[_InjectNaN(7)])
     manager = CheckpointManager(tmp_path / "checkpoints")
     assert manager.steps()[-1] == 6
-    model = km.training.build_model(small_corpus().vocabulary, config)
-    model.start_carry(config.batch_size, 1)
+    model = build_model(small_corpus().vocabulary, config)
+    model.start_carry(config.batch_size, backend.make_distribution())
     manager.restore_latest(model)
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
 

@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mulrnn import study
-from keras_mulrnn.analysis import error_recovery, state_cosine
+from keras_mulrnn.analysis import study
+from keras_mulrnn.analysis.recovery import error_recovery, state_cosine
 from keras_mulrnn.data import Vocabulary, corpora
-from keras_mulrnn.dynamic_evaluation import dynamic_evaluate, gradient_statistics
-from keras_mulrnn.model import CharLanguageModel
+from keras_mulrnn.analysis.dynamic_evaluation import dynamic_evaluate, gradient_statistics
+from keras_mulrnn.lm.model import CharLanguageModel
 from keras_mulrnn.params import stack_params
 from keras_mulrnn.saving import load_model
-from keras_mulrnn.training import TrainConfig, train
+from keras_mulrnn.lm.config import TrainConfig
+from keras_mulrnn.lm.training import train
 
 from reference import reference_weights, run as reference_run
 

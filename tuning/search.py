@@ -1,12 +1,13 @@
 """Search the hyperparameters of a character language model with keras-tuner.
 
-    python tuning/search.py --data ../shared/data/tinyshakespeare.txt \\
-        --parametrization shared,unshared --rank-ratio 0.25,0.5,1 --budget 200000 \\
-        --max-trials 8 --steps-per-trial 300 --directory runs/tuning --project-name rank
+    python tuning/search.py --parametrization shared,unshared --rank-ratio 0.25,0.5,1 \\
+        --budget 200000 --max-trials 8 --steps-per-trial 300 --directory runs/tuning \\
+        --project-name rank
 
-An axis given one value is fixed, several values (comma-separated) are searched. Rerunning the
-same command continues an interrupted search (keras-tuner reloads the project; pass
---overwrite to start over). For several machines, start one chief and N workers:
+An axis given one value is fixed, several values (comma-separated) are searched. Without
+`--data` or `--tfds` the corpus is the one embedded in the package. Rerunning the same
+command continues an interrupted search (keras-tuner reloads the project; pass --overwrite to
+start over). For several machines, start one chief and N workers:
 
     python tuning/search.py ... --chief --oracle-ip 10.0.0.1 --oracle-port 8000
     python tuning/search.py ... --worker 1 --oracle-ip 10.0.0.1 --oracle-port 8000
@@ -15,84 +16,110 @@ same command continues an interrupted search (keras-tuner reloads the project; p
 """
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_mulrnn.cli import guarded  # noqa: E402
-from keras_mulrnn.data import CORPORA, load_corpus  # noqa: E402
-from keras_mulrnn.distribute import make_strategy  # noqa: E402
-from keras_mulrnn.training import TrainConfig  # noqa: E402
-from tuning.space import (  # noqa: E402
-    TUNERS,
-    LanguageModelHyperModel,
-    LanguageModelTuner,
-    make_oracle,
-)
+from keras_mulrnn.data import CORPORA  # noqa: E402
+from keras_mulrnn.lm import cli  # noqa: E402
+from keras_mulrnn.lm.config import TrainConfig  # noqa: E402
+from tuning import TUNERS  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], prog="search.py",
+                                allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = p.add_argument_group("data (as in the training scripts)")
-    data.add_argument("--corpus", choices=CORPORA, default="text")
+    data.add_argument("--corpus", choices=("auto",) + CORPORA, default="auto",
+                      help="how to read the data: auto is text with --data, tfds with "
+                           "--tfds, else the embedded corpus")
     data.add_argument("--data", help="a text/byte file, enwik8(.zip), or the PTB directory")
-    data.add_argument("--tfds", help="a TFDS text dataset name (with --corpus tfds)")
-    data.add_argument("--kind", choices=("char", "byte"), default="char")
+    data.add_argument("--tfds", help="a TFDS text dataset name")
+    data.add_argument("--kind", choices=("char", "byte"), default="char",
+                      help="read a text file as characters or as raw bytes")
 
     space = p.add_argument_group("search axes: one value fixes the axis, a,b,c searches it")
     space.add_argument("--family", default="lstm", help="rnn, lstm, gru")
     space.add_argument("--parametrization", default="shared,unshared",
                        help="additive, shared, unshared, gates+candidate, or gate letters "
                             "such as ifo+u")
-    space.add_argument("--units", default="256")
+    space.add_argument("--units", default="256", help="hidden units")
     space.add_argument("--rank", default=None, help="absolute ranks")
     space.add_argument("--rank-ratio", default=None, help="ranks relative to the units")
-    space.add_argument("--num-layers", default="1")
-    space.add_argument("--learning-rate", default="0.002")
-    space.add_argument("--recurrent-dropout", default="0.0")
+    space.add_argument("--num-layers", default="1", help="stacked recurrent layers")
+    space.add_argument("--learning-rate", default="0.002", help="Adam's initial rate")
+    space.add_argument("--recurrent-dropout", default="0.0",
+                       help="variational dropout of h_{t-1}")
     space.add_argument("--budget", type=int, default=None,
                        help="recurrent parameter budget: each trial's size is derived from it")
 
     tuner = p.add_argument_group("the search")
-    tuner.add_argument("--tuner", choices=TUNERS, default="random")
-    tuner.add_argument("--max-trials", type=int, default=10)
-    tuner.add_argument("--executions-per-trial", type=int, default=1)
+    tuner.add_argument("--tuner", choices=TUNERS, default="random",
+                       help="keras-tuner's oracle")
+    tuner.add_argument("--max-trials", type=int, default=10,
+                       help="trials to run (random and bayesian)")
+    tuner.add_argument("--executions-per-trial", type=int, default=1,
+                       help="runs per trial with seeds --seed, --seed + 1, ...; the objective "
+                            "is their mean validation BPC")
     tuner.add_argument("--steps-per-trial", type=int, default=500,
                        help="training steps of a trial (Hyperband: steps per epoch)")
-    tuner.add_argument("--max-epochs", type=int, default=9, help="Hyperband only")
-    tuner.add_argument("--directory", default="runs/tuning")
-    tuner.add_argument("--project-name", default="search")
-    tuner.add_argument("--overwrite", action="store_true")
-    tuner.add_argument("--seed", type=int, default=0)
+    tuner.add_argument("--max-epochs", type=int, default=9,
+                       help="Hyperband only: the most epochs a trial trains")
+    tuner.add_argument("--directory", default="runs/tuning",
+                       help="where the project folder goes")
+    tuner.add_argument("--project-name", default="search", help="the project folder's name")
+    tuner.add_argument("--overwrite", action="store_true",
+                       help="start over instead of continuing the project")
+    tuner.add_argument("--seed", type=int, default=0,
+                       help="seed of the oracle and of every trial's first run")
     role = tuner.add_mutually_exclusive_group()
     role.add_argument("--chief", action="store_true", help="serve the oracle to workers")
     role.add_argument("--worker", help="run trials for the chief, with this unique id")
-    tuner.add_argument("--oracle-ip", default=None)
-    tuner.add_argument("--oracle-port", default=None)
+    tuner.add_argument("--oracle-ip", default=None, help="the chief's address")
+    tuner.add_argument("--oracle-port", default=None, help="the chief's port")
+    tuner.add_argument("--verbose", action="store_true",
+                       help="show the backend's own start-up logs")
 
     fixed = p.add_argument_group("training settings shared by every trial")
-    fixed.add_argument("--embedding-dim", type=int, default=64)
-    fixed.add_argument("--batch-size", type=int, default=32)
-    fixed.add_argument("--seq-len", type=int, default=100)
-    fixed.add_argument("--valid-symbols", type=int, default=20_000)
-    fixed.add_argument("--test-batch-size", type=int, default=16)
-    fixed.add_argument("--strategy", choices=("default", "mirrored"), default="default",
-                       help="mirrored: each trial trains on every GPU of its machine (the "
-                            "tuner's workers already spread trials over machines)")
-    return p.parse_args(argv)
+    fixed.add_argument("--embedding-dim", type=int, default=64, help="symbol embedding size")
+    fixed.add_argument("--batch-size", type=int, default=32, help="rows per batch")
+    fixed.add_argument("--seq-len", type=int, default=100, help="symbols per window")
+    fixed.add_argument("--valid-symbols", type=int, default=20_000,
+                       help="validation symbols (the objective)")
+    fixed.add_argument("--test-batch-size", type=int, default=16,
+                       help="rows of the final scoring of each run")
+    fixed.add_argument("--strategy", default="default",
+                       help="default, or a data-parallel strategy of the backend: each trial "
+                            "trains on every device of its machine (mirrored on TensorFlow, "
+                            "data-parallel on JAX; the tuner's workers already spread trials "
+                            "over machines)")
+    args = p.parse_args(argv)
+    for name in ("max_trials", "executions_per_trial", "steps_per_trial", "max_epochs"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.budget is not None and args.budget < 1:
+        p.error(f"--budget must be a positive number of weights, got {args.budget}")
+    if args.strategy == "multiworker":
+        p.error("--strategy multiworker is not for tuning: run one worker per machine "
+                "(--chief / --worker) instead")
+    return args
 
 
-def values(text, kind):
+def values(text, kind, flag):
     """Comma-separated values of one axis, converted to `kind`."""
     if text is None:
         return None
     try:
-        return [kind(item) for item in text.split(",") if item.strip()]
+        parsed = [kind(item) for item in text.split(",") if item.strip()]
     except ValueError:
-        raise ValueError(f"Could not read {text!r} as {kind.__name__} values.") from None
+        raise ValueError(f"Could not read {flag} {text!r} as {kind.__name__} values.") from None
+    if not parsed:
+        raise ValueError(f"{flag} {text!r} gives no values.")
+    return parsed
 
 
 def set_role(args):
@@ -108,19 +135,26 @@ def set_role(args):
         raise ValueError("A chief or worker needs --oracle-ip and --oracle-port.")
 
 
+def distributed():
+    """Whether this process is the chief or a worker of keras-tuner's distributed mode."""
+    return "KERASTUNER_TUNER_ID" in os.environ
+
+
 def make_tuner(args, corpus):
+    from tuning.space import LanguageModelHyperModel, LanguageModelTuner, make_oracle
+
     axes = {
-        "family": values(args.family, str),
-        "parametrization": values(args.parametrization, str),
-        "units": values(args.units, int),
-        "num_layers": values(args.num_layers, int),
-        "learning_rate": values(args.learning_rate, float),
-        "recurrent_dropout": values(args.recurrent_dropout, float),
+        "family": values(args.family, str, "--family"),
+        "parametrization": values(args.parametrization, str, "--parametrization"),
+        "units": values(args.units, int, "--units"),
+        "num_layers": values(args.num_layers, int, "--num-layers"),
+        "learning_rate": values(args.learning_rate, float, "--learning-rate"),
+        "recurrent_dropout": values(args.recurrent_dropout, float, "--recurrent-dropout"),
     }
     if args.rank:
-        axes["rank"] = values(args.rank, int)
+        axes["rank"] = values(args.rank, int, "--rank")
     if args.rank_ratio:
-        axes["rank_ratio"] = values(args.rank_ratio, float)
+        axes["rank_ratio"] = values(args.rank_ratio, float, "--rank-ratio")
     steps = args.steps_per_trial
     base = dataclasses.replace(
         TrainConfig(), embedding_dim=args.embedding_dim, batch_size=args.batch_size,
@@ -128,8 +162,9 @@ def make_tuner(args, corpus):
         valid_symbols=args.valid_symbols, eval_batch_size=16,
         test_batch_size=args.test_batch_size, seed=args.seed, sample_length=50,
         strategy=args.strategy,
-    )
+    ).validate()
     hypermodel = LanguageModelHyperModel(corpus.vocabulary, axes, base, args.budget)
+    hypermodel.check_space()
     oracle = make_oracle(args.tuner, args.max_trials, args.seed, args.max_epochs)
     return LanguageModelTuner(
         oracle, hypermodel, corpus, executions_per_trial=args.executions_per_trial,
@@ -140,12 +175,27 @@ def make_tuner(args, corpus):
 
 def main(argv=None):
     args = parse_args(argv)
+    if os.path.exists(args.directory) and not os.path.isdir(args.directory):
+        raise NotADirectoryError(
+            f"--directory {args.directory!r} is a file; give a directory for the search.")
     set_role(args)
-    make_strategy(args.strategy)  # sees the devices before anything else runs
-    corpus = load_corpus(args.corpus, args.data, args.tfds, args.kind)
+    cli.start_backend(args, args.strategy)
+    from keras_mulrnn.data import load_corpus
+    from keras_mulrnn.lm.lock import hold_directory
+
+    corpus_name = args.corpus
+    if corpus_name == "auto":
+        corpus_name = "tfds" if args.tfds else "text" if args.data else "embedded"
+    corpus = load_corpus(corpus_name, args.data, args.tfds, args.kind)
     tuner = make_tuner(args, corpus)
-    tuner.search_space_summary()
-    tuner.search()
+    project = os.path.join(args.directory, args.project_name)
+    os.makedirs(project, exist_ok=True)
+    # One search per project folder, except keras-tuner's own chief and workers, which share
+    # it by design.
+    with (contextlib.nullcontext() if distributed()
+          else hold_directory(project, "search")):
+        tuner.search_space_summary()
+        tuner.search()
     if not args.worker:
         tuner.results_summary(num_trials=5)
         print(f"\nTable and plot: python tuning/report.py --directory {args.directory} "
@@ -153,4 +203,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    guarded(main)
+    cli.guarded(main)

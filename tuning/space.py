@@ -9,15 +9,19 @@ differ in sharing are compared at (within 1% of) the same number of recurrent pa
 """
 
 import dataclasses
+import itertools
 import os
 
 import keras_tuner
 
 from keras_mulrnn.params import rank_for_budget, stack_params, units_for_budget
-from keras_mulrnn.training import TrainConfig, build_model, train
+from keras_mulrnn.lm.config import TrainConfig
+from keras_mulrnn.lm.optimization import build_model
+from keras_mulrnn.lm.training import train
+
+from tuning import TUNERS
 
 OBJECTIVE = keras_tuner.Objective("val_bpc", direction="min")
-TUNERS = ("random", "bayesian", "hyperband")
 
 # Axis name → the TrainConfig field it sets (rank_ratio is turned into rank).
 AXES = {
@@ -61,6 +65,16 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
         self.axes = {name: list(values) for name, values in axes.items()}
         self.base = base or TrainConfig()
         self.budget = budget
+
+    def check_space(self):
+        """Checks every point of the space before the first trial (a bad value of any axis
+        fails at once, naming it, instead of failing its trials one by one)."""
+        names = list(self.axes)
+        for point in itertools.product(*(self.axes[name] for name in names)):
+            hp = keras_tuner.HyperParameters()
+            for name, value in zip(names, point):
+                hp.Fixed(name, value)
+            self.config(hp)
 
     def config(self, hp):
         """The `TrainConfig` of one point of the space (declaring its hyperparameters)."""

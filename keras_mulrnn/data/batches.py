@@ -1,4 +1,9 @@
-"""Batches for truncated backpropagation through time (DESIGN.md section 3).
+"""Batches for truncated backpropagation through time (docs/DESIGN.md, "Data").
+
+Every window and every order is defined here once, in NumPy, and addressed by the global
+step, so that training resumes at the exact batch it stopped at and every backend's input
+pipeline (`tf.data` on TensorFlow, a `keras.utils.PyDataset` elsewhere; see `sources`)
+serves exactly the same batches.
 
 `TBPTTBatches` cuts a split's symbol stream into `B` contiguous rows; batch `j` holds columns
 `[jT, (j+1)T)` of every row and the targets are the same window shifted by one symbol, so a
@@ -6,16 +11,18 @@ model that carries its state continues every row from one batch to the next. Row
 padded to a whole number of windows and every target gets a weight, 1 for a real symbol and 0
 for padding: every symbol after the first is a target exactly once, and no tail is dropped.
 
-`ShuffledWindows` is the non-stateful alternative: independent windows in a shuffled order,
-with the state reset for every batch.
+`ShuffledWindows` is the non-stateful alternative: independent windows in a seeded order, a
+new permutation for every pass, with the state reset for every batch.
 
-Both are addressed by the global step, so training resumes at the exact batch it stopped at.
+A training batch is `((ids, reset), targets, weights)`: `reset` `(B,)` is 1 for a row whose
+carried state must start from zero at this batch (the first batch of a pass, or every batch
+of shuffled windows), so that it splits with the rows across devices.
 """
 
+import functools
 import math
 
 import numpy as np
-import tensorflow as tf
 
 from keras_mulrnn.validation import check_positive_int
 
@@ -34,6 +41,7 @@ class TBPTTBatches:
         seq_len: `T`, the window length.
         min_batches: raise unless the split fills at least this many full batches (training
             asks for 1: a corpus shorter than one batch is an error, not a silent no-op).
+        name: the split's name, for error messages.
     """
 
     resets_every_batch = False
@@ -69,35 +77,19 @@ class TBPTTBatches:
         weights = (columns[None, :] < self.row_targets[:, None]).astype(np.float32)
         return chunk[:, :-1].astype(np.int32), chunk[:, 1:].astype(np.int32), weights
 
-    def dataset(self, start_step=0, steps=None):
-        """A `tf.data.Dataset` of `(inputs, targets, weights)` from global step `start_step`,
-        cycling over the split for `steps` batches (forever when None)."""
-        # A variable, not a constant: a constant would be copied into the dataset's graph.
-        rows = tf.Variable(self.rows, trainable=False, name="tbptt_rows")
-        row_targets = tf.constant(self.row_targets)
-        seq_len, per_pass = self.seq_len, self.batches_per_pass
-
-        def window(step):
-            start = (step % per_pass) * seq_len
-            chunk = tf.cast(rows[:, start : start + seq_len + 1], tf.int32)
-            columns = start + tf.range(seq_len, dtype=tf.int64)
-            weights = tf.cast(columns[None, :] < row_targets[:, None], tf.float32)
-            return chunk[:, :-1], chunk[:, 1:], weights
-
-        steps_range = (
-            tf.data.Dataset.counter(start_step)
-            if steps is None
-            else tf.data.Dataset.range(start_step, start_step + steps)
-        )
-        return steps_range.map(window, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-            tf.data.AUTOTUNE
-        )
+    def batch(self, step):
+        """The training batch `((ids, reset), targets, weights)` of global step `step`."""
+        inputs, targets, weights = self.window(step)
+        reset = np.full(self.batch_size, step % self.batches_per_pass == 0, np.float32)
+        return (inputs, reset), targets, weights
 
 
 class ShuffledWindows:
-    """Independent windows of `seq_len + 1` symbols in a seeded, shuffled order.
+    """Independent windows of `seq_len + 1` symbols, `batch_size` per batch, in an order that
+    is a new seeded permutation of all windows for every pass.
 
-    The tail shorter than one window is not used; every batch starts from a zero state.
+    The tail shorter than one window is not used, nor (in each pass) the windows left over
+    after the last whole batch; every batch starts from a zero state.
     """
 
     resets_every_batch = True
@@ -113,25 +105,18 @@ class ShuffledWindows:
             )
         self.ids, self.batch_size, self.seq_len, self.seed = ids, batch_size, seq_len, seed
         self.batches_per_pass = self.windows // batch_size
+        # A pass's permutation is drawn once and kept while its batches are served.
+        self.order = functools.lru_cache(maxsize=2)(self._order)
 
-    def dataset(self, start_step=0, steps=None):
-        ids = tf.Variable(self.ids, trainable=False, name="corpus_ids")
-        seq_len = self.seq_len
+    def _order(self, pass_index):
+        """The permutation of the windows in pass `pass_index`."""
+        return np.random.default_rng([self.seed, pass_index]).permutation(self.windows)
 
-        def window(indices):
-            offsets = indices[:, None] * seq_len + tf.range(seq_len + 1, dtype=tf.int64)
-            chunk = tf.cast(tf.gather(ids, offsets), tf.int32)
-            return chunk[:, :-1], chunk[:, 1:], tf.ones(tf.shape(chunk[:, 1:]), tf.float32)
-
-        dataset = (
-            tf.data.Dataset.range(self.windows)
-            .shuffle(self.windows, seed=self.seed, reshuffle_each_iteration=True)
-            .repeat()
-            .batch(self.batch_size, drop_remainder=True)
-            .skip(start_step)  # resumes the same order: the shuffles are seeded
-        )
-        if steps is not None:
-            dataset = dataset.take(steps)
-        return dataset.map(window, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-            tf.data.AUTOTUNE
-        )
+    def batch(self, step):
+        """The training batch `((ids, reset), targets, weights)` of global step `step`."""
+        pass_index, position = divmod(step, self.batches_per_pass)
+        indices = self.order(pass_index)[position * self.batch_size :][: self.batch_size]
+        offsets = indices[:, None] * self.seq_len + np.arange(self.seq_len + 1)
+        chunk = self.ids[offsets].astype(np.int32)
+        reset = np.ones(self.batch_size, np.float32)
+        return (chunk[:, :-1], reset), chunk[:, 1:], np.ones(chunk[:, 1:].shape, np.float32)

@@ -1,14 +1,17 @@
 """Corpora for character language modelling, all loaded into one interface: `Corpus`.
 
 Each split is one compact integer array of symbol ids (uint8 for up to 256 symbols), never a
-Python string, so enwik8's 100M bytes take 100 MB. Sources (DESIGN.md section 3): enwik8
-(downloaded or a local file), Penn Treebank characters, any text or byte file, and TFDS text
-datasets.
+Python string, so enwik8's 100M bytes take 100 MB. Sources (docs/DESIGN.md, "Data"): enwik8
+(downloaded or a local file), Penn Treebank characters, any text or byte file, TFDS text
+datasets, and the small corpus embedded in the package (`load_embedded`), which needs no
+file and no network.
 """
 
 import dataclasses
+import hashlib
 import os
 import socket
+import stat
 import warnings
 import zipfile
 
@@ -21,6 +24,13 @@ ENWIK8_SIZE = 100_000_000
 ENWIK8_SPLIT = (90_000_000, 5_000_000, 5_000_000)
 DEFAULT_FRACTIONS = (0.9, 0.05, 0.05)
 PTB_FILES = {split: f"ptb.char.{split}.txt" for split in ("train", "valid", "test")}
+# Tiny Shakespeare (40,000 lines of Shakespeare's plays, 1.1 MB; public domain; the corpus of
+# Karpathy's char-rnn, 2015), shipped in the package for runs with no data at hand.
+EMBEDDED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedded",
+                        "tinyshakespeare.txt")
+# What reading a file costs in memory, per byte of the file: the bytes, the decoded str (up
+# to 4 bytes a character) and the ids; bytes and ids alone for a byte corpus.
+_MEMORY_PER_BYTE = {"char": 6, "byte": 2}
 
 
 @dataclasses.dataclass
@@ -40,9 +50,19 @@ class Corpus:
             )
         return getattr(self, name)
 
+    def fingerprint(self):
+        """A digest of the vocabulary and of every split: equal exactly when the data is."""
+        digests = {"vocabulary": hashlib.sha256(
+            repr(self.vocabulary.get_config()).encode()).hexdigest()}
+        for split in ("train", "valid", "test"):
+            ids = np.ascontiguousarray(getattr(self, split))
+            digests[split] = hashlib.sha256(ids.tobytes()).hexdigest() + f":{len(ids)}"
+        return digests
 
-def check_file(path, what="data file"):
-    """Raises a clear error unless `path` is a readable, non-empty file."""
+
+def check_file(path, what="data file", kind=None):
+    """Raises a clear error unless `path` is a readable, non-empty regular file (and, given
+    the `kind` of corpus it holds, one that fits in memory once read)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"The {what} {path!r} does not exist. Check the path.")
@@ -50,9 +70,37 @@ def check_file(path, what="data file"):
         raise IsADirectoryError(
             f"The {what} {path!r} is a directory; a file is expected here."
         )
-    if os.path.getsize(path) == 0:
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        what_it_is = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket"
+                      if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode)
+                      or stat.S_ISBLK(mode) else "not a regular file")
+        raise ValueError(
+            f"The {what} {path!r} is {what_it_is}; it must be a regular file whose size is "
+            f"known before reading. Save the data to a file first."
+        )
+    size = os.path.getsize(path)
+    if size == 0:
         raise ValueError(f"The {what} {path!r} is empty. Give a file with text in it.")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"The {what} {path!r} cannot be read (permission denied).")
+    if kind in _MEMORY_PER_BYTE:
+        need, have = size * _MEMORY_PER_BYTE[kind], _physical_memory()
+        if have and need > have:
+            raise MemoryError(
+                f"The {what} {path!r} holds {size / 2**30:,.1f} GiB; reading it as a "
+                f"{kind} corpus needs about {need / 2**30:,.1f} GiB of memory, more than this "
+                f"machine's {have / 2**30:,.1f} GiB. Use a part of it (e.g. `head -c`), or "
+                f"a machine with more memory."
+            )
     return path
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def split_by_fractions(ids, fractions=DEFAULT_FRACTIONS):
@@ -82,19 +130,20 @@ def corpus_from_text(name, text, fractions=DEFAULT_FRACTIONS):
 
 
 def load_text(path, kind="char", fractions=DEFAULT_FRACTIONS):
-    """Any text (`kind="char"`, UTF-8) or byte (`kind="byte"`) file, split by fractions."""
-    path = check_file(path)
+    """Any text (`kind="char"`, UTF-8; a leading byte-order mark is not a symbol) or byte
+    (`kind="byte"`) file, split by fractions."""
+    if kind not in _MEMORY_PER_BYTE:
+        raise ValueError(
+            f"Invalid value for argument `kind`: received kind={kind!r}. Allowed: 'char', 'byte'."
+        )
+    path = check_file(path, kind=kind)
     with open(path, "rb") as handle:
         data = handle.read()
     name = os.path.basename(path)
     if kind == "byte":
         return corpus_from_bytes(name, data, fractions)
-    if kind != "char":
-        raise ValueError(
-            f"Invalid value for argument `kind`: received kind={kind!r}. Allowed: 'char', 'byte'."
-        )
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise ValueError(
             f"{path!r} is not valid UTF-8 (byte {error.start}: {error.reason}). Read it as "
@@ -103,8 +152,16 @@ def load_text(path, kind="char", fractions=DEFAULT_FRACTIONS):
     return corpus_from_text(name, text, fractions)
 
 
+def load_embedded(fractions=DEFAULT_FRACTIONS):
+    """The corpus embedded in the package (`EMBEDDED`: Tiny Shakespeare, public domain),
+    read as characters and split by fractions."""
+    corpus = load_text(EMBEDDED, "char", fractions)
+    corpus.name = "tinyshakespeare (embedded)"
+    return corpus
+
+
 def load_enwik8(path=None, cache_dir=None):
-    """enwik8: 100,000,000 bytes, byte vocabulary, 90M / 5M / 5M (DESIGN.md section 3).
+    """enwik8: 100,000,000 bytes, byte vocabulary, 90M / 5M / 5M (docs/DESIGN.md, "Data").
 
     Args:
         path: a local `enwik8` or `enwik8.zip`; any other byte file is accepted with a warning
@@ -113,7 +170,7 @@ def load_enwik8(path=None, cache_dir=None):
     """
     if path is None:
         path = _download_enwik8(cache_dir)
-    path = check_file(path)
+    path = check_file(path, kind="byte")
     data = _read_maybe_zipped(path)
     if len(data) != ENWIK8_SIZE:
         warnings.warn(
@@ -194,7 +251,7 @@ def read_ptb_tokens(path):
     word boundary) and one `"\\n"` symbol per line break."""
     path = check_file(path, "Penn Treebank file")
     tokens = []
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         for line in handle:
             tokens.extend(line.split())
             tokens.append("\n")
@@ -256,13 +313,15 @@ def load_tfds(name, kind="char", splits=("train", "validation", "test"), data_di
     return Corpus(name, vocabulary, *(vocabulary.encode(t, what=name) for t in texts))
 
 
-CORPORA = ("text", "enwik8", "ptb", "tfds")
+CORPORA = ("text", "enwik8", "ptb", "tfds", "embedded")
 
 
 def load_corpus(corpus, data=None, tfds_name=None, kind="char"):
     """One entry point for the command lines: `corpus` is "text" (a file at `data`, read as
-    `kind`), "enwik8" (`data` or the download), "ptb" (the directory `data`) or "tfds"
-    (the dataset `tfds_name`)."""
+    `kind`), "enwik8" (`data` or the download), "ptb" (the directory `data`), "tfds" (the
+    dataset `tfds_name`) or "embedded" (the package's own small corpus)."""
+    if corpus == "embedded":
+        return load_embedded()
     if corpus == "tfds":
         if not tfds_name:
             raise ValueError("The TFDS corpus needs a dataset name (--tfds NAME).")

@@ -12,21 +12,18 @@ mean square, per weight, of the gradients of segments of the *training* split (m
 with the trained weights, `gradient_statistics`); `mean(RMS_g)` is its mean over all weights.
 The second term decays the weights towards the trained ones, fastest where the training
 gradients were largest. With `η = 0` nothing changes and dynamic BPC equals static BPC.
-
-This module uses `tf.GradientTape` and `tf.function`: it needs the TensorFlow backend.
 """
 
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from keras_mulrnn.compiled import cached_function
+from keras_mulrnn import backend
 from keras_mulrnn.data.batches import TBPTTBatches
-from keras_mulrnn.evaluation import evaluate_bpc
-from keras_mulrnn.model import LN2, symbol_bits
-from keras_mulrnn.randomness import preserved_random_state
-from keras_mulrnn.validation import check_positive_int, require_tensorflow
+from keras_mulrnn.lm.evaluation import evaluate_bpc
+from keras_mulrnn.lm.model import LN2, symbol_bits
+from keras_mulrnn.validation import check_non_negative_number, check_positive_int
 
 
 @dataclasses.dataclass
@@ -47,7 +44,6 @@ def gradient_statistics(model, train_ids, batch_size=1, seq_len=50, max_segments
     """`RMS_g`: per weight, the root mean square of the gradient of a segment's mean loss over
     the first `max_segments` segments of `train_ids` (laid out as in evaluation, the state
     carried). Returns one array per trainable variable of `model`."""
-    require_tensorflow("Dynamic evaluation")
     check_positive_int("max_segments", max_segments)
     batches = TBPTTBatches(train_ids, batch_size, seq_len, name="training (statistics)")
     variables = model.trainable_variables
@@ -55,13 +51,14 @@ def gradient_statistics(model, train_ids, batch_size=1, seq_len=50, max_segments
     squares = [np.zeros(v.shape, np.float64) for v in variables]
     states = model.zero_states(batch_size)
     segments = min(max_segments, batches.batches_per_pass)
-    zero = tf.constant(0.0)
-    with preserved_random_state(model):
-        for index in range(segments):
-            inputs, targets, weights = batches.window(index)
-            _, _, states, gradients = step(inputs, targets, weights, states, zero, zero)
-            for total, gradient in zip(squares, gradients):
-                total += np.square(np.asarray(gradient, np.float64))
+    zero = ops.convert_to_tensor(0.0)
+    zeros = [ops.zeros(v.shape) for v in variables]
+    for index in range(segments):
+        inputs, targets, weights = batches.window(index)
+        _, _, states, gradients = step(inputs, targets, weights, states, zero, zero, zeros,
+                                       zeros, zeros)
+        for total, gradient in zip(squares, gradients):
+            total += np.square(ops.convert_to_numpy(gradient).astype(np.float64))
     return [np.sqrt(total / segments).astype(np.float32) for total in squares]
 
 
@@ -80,14 +77,9 @@ def dynamic_evaluate(model, ids, statistics, learning_rate=3e-4, decay=1e-3, seq
             split); with more, each update uses the mean loss of all rows' segments.
         epsilon: `ε`, guards weights whose training gradients were (nearly) zero.
     """
-    require_tensorflow("Dynamic evaluation")
     for name, value in (("learning_rate", learning_rate), ("decay", decay),
                         ("epsilon", epsilon)):
-        if not value >= 0:
-            raise ValueError(
-                f"Invalid value for argument `{name}`: received {name}={value!r}. "
-                f"Allowed: a number >= 0."
-            )
+        check_non_negative_number(name, value)
     variables = model.trainable_variables
     if len(statistics) != len(variables) or any(
         tuple(s.shape) != tuple(v.shape) for s, v in zip(statistics, variables)
@@ -98,21 +90,22 @@ def dynamic_evaluate(model, ids, statistics, learning_rate=3e-4, decay=1e-3, seq
         )
     static_bpc, symbols = evaluate_bpc(model, ids, batch_size, seq_len, jit_compile)
     batches = TBPTTBatches(ids, batch_size, seq_len, name="evaluation")
-    trained = [v.numpy() for v in variables]
+    trained = [ops.convert_to_numpy(v.value) for v in variables]
     scaled = _update_scales(statistics, decay, epsilon)
     step = _segment_step(model, jit_compile)
     states = model.zero_states(batch_size)
     total_bits = total_symbols = 0.0
+    anchors = [ops.convert_to_tensor(value) for value in trained]
+    inverse_rms = [ops.convert_to_tensor(inverse) for inverse, _ in scaled]
+    decay_rates = [ops.convert_to_tensor(rate) for _, rate in scaled]
+    rate, pull = (ops.convert_to_tensor(float(value)) for value in (learning_rate, decay))
     try:
-        with preserved_random_state(model):
-            step.anchor(trained, scaled)
-            for index in range(batches.batches_per_pass):
-                inputs, targets, weights = batches.window(index)
-                bits, count, states, _ = step(inputs, targets, weights, states,
-                                              tf.constant(float(learning_rate)),
-                                              tf.constant(float(decay)))
-                total_bits += float(bits)
-                total_symbols += float(count)
+        for index in range(batches.batches_per_pass):
+            inputs, targets, weights = batches.window(index)
+            bits, count, states, _ = step(inputs, targets, weights, states, rate, pull,
+                                          anchors, inverse_rms, decay_rates)
+            total_bits += float(bits)
+            total_symbols += float(count)
     finally:
         for variable, value in zip(variables, trained):
             variable.assign(value)
@@ -137,39 +130,27 @@ def _update_scales(statistics, decay, epsilon):
 
 def _segment_step(model, jit_compile):
     """A compiled step: score a segment, take the gradient of its mean loss, and (with a
-    non-zero rate) apply the dynamic-evaluation update. `anchor` sets `θ_g` and the scales."""
+    non-zero rate) apply the dynamic-evaluation update towards `anchors` (`θ_g`) with the
+    per-weight `inverse_rms` and `decay_rates`."""
+    variables = model.trainable_variables
 
     def build():
-        variables = model.trainable_variables
-        anchors = [tf.Variable(tf.zeros(v.shape), trainable=False) for v in variables]
-        inverse_rms = [tf.Variable(tf.zeros(v.shape), trainable=False) for v in variables]
-        decay_rates = [tf.Variable(tf.zeros(v.shape), trainable=False) for v in variables]
-
-        @tf.function(jit_compile=jit_compile, reduce_retracing=True)
-        def step(inputs, targets, weights, states, learning_rate, decay):
-            with tf.GradientTape() as tape:
-                logits, states = model.forward(inputs, states, training=False)
+        def step(inputs, targets, weights, states, learning_rate, decay, anchors,
+                 inverse_rms, decay_rates):
+            def loss():
+                logits, new_states = model.forward(inputs, states, training=False)
                 bits = symbol_bits(targets, logits)
-                total, count = tf.reduce_sum(bits * weights), tf.reduce_sum(weights)
-                loss = total * LN2 / tf.maximum(count, 1.0)  # mean nats of the segment
-            gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+                total, count = ops.sum(bits * weights), ops.sum(weights)
+                return total * LN2 / ops.maximum(count, 1.0), (total, count, new_states)
+
+            (_, (total, count, new_states)), gradients = backend.value_and_gradients(
+                loss, variables)
             for variable, gradient, anchor, inverse, rate in zip(
-                variables, gradients, anchors, inverse_rms, decay_rates
-            ):
+                    variables, gradients, anchors, inverse_rms, decay_rates):
                 variable.assign(variable - learning_rate * gradient * inverse
                                 + decay * rate * (anchor - variable))
-            return total, count, states, gradients
+            return total, count, new_states, gradients
 
-        def anchor(trained, scales):
-            for target, value in zip(anchors, trained):
-                target.assign(value)
-            for inverse, rate, (inverse_value, rate_value) in zip(inverse_rms, decay_rates,
-                                                                   scales):
-                inverse.assign(inverse_value)
-                rate.assign(rate_value)
-
-        step.anchor = anchor
         return step
 
-    return cached_function(model, ("dynamic_segment", jit_compile), build)
-
+    return backend.compile_function(model, "dynamic_segment", build, jit_compile)

@@ -9,6 +9,8 @@ therefore put the state back as they found it.
 
 import contextlib
 
+from keras import ops
+
 
 def random_state_variables(model):
     """The seed generators' state variables (which `save_weights` leaves out), in the
@@ -21,7 +23,7 @@ def random_state_variables(model):
 def preserved_random_state(model):
     """Restores the model's dropout random state on exit."""
     variables = random_state_variables(model)
-    saved = [v.numpy() for v in variables]
+    saved = [ops.convert_to_numpy(v.value) for v in variables]
     try:
         yield
     finally:

@@ -21,11 +21,10 @@ every recurrent layer over a text: how much one symbol moves the state.
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from keras_mulrnn.compiled import cached_function
-from keras_mulrnn.model import symbol_bits
-from keras_mulrnn.randomness import preserved_random_state
+from keras_mulrnn import backend
+from keras_mulrnn.lm.model import symbol_bits
 from keras_mulrnn.validation import check_positive_int
 
 
@@ -125,10 +124,9 @@ def state_cosine(model, ids, length=500, rows=32):
             f"The text has {len(ids)} symbols, fewer than one window of length={length}."
         )
     windows = np.asarray(ids[: rows * length]).reshape(rows, length).astype(np.int32)
-    hidden = cached_function(model, "hidden_sequences", lambda: tf.function(
+    hidden = backend.compile_function(model, "hidden_sequences", lambda: (
         lambda x: model.hidden_sequences(x, training=False)[0]))
-    with preserved_random_state(model):
-        layers = [np.asarray(h, dtype=np.float64) for h in hidden(windows)]
+    layers = [ops.convert_to_numpy(h).astype(np.float64) for h in hidden(windows)]
     cosines = []
     for h in layers:
         dot = np.sum(h[:, 1:] * h[:, :-1], axis=-1)
@@ -145,12 +143,10 @@ def _vocabulary_size(model):
 
 def _window_bits(model, windows, batch_size):
     """`−log2 p` of every target `windows[:, 1:]` after reading `windows[:, :-1]`."""
-    score = cached_function(model, "window_bits", lambda: tf.function(
-        lambda inputs, targets: symbol_bits(targets, model(inputs, training=False)),
-        reduce_retracing=True))
+    score = backend.compile_function(model, "window_bits", lambda: (
+        lambda inputs, targets: symbol_bits(targets, model(inputs, training=False))))
     bits = []
-    with preserved_random_state(model):
-        for start in range(0, len(windows), batch_size):
-            chunk = windows[start : start + batch_size].astype(np.int32)
-            bits.append(np.asarray(score(chunk[:, :-1], chunk[:, 1:]), dtype=np.float64))
+    for start in range(0, len(windows), batch_size):
+        chunk = windows[start : start + batch_size].astype(np.int32)
+        bits.append(ops.convert_to_numpy(score(chunk[:, :-1], chunk[:, 1:])).astype(np.float64))
     return np.concatenate(bits)

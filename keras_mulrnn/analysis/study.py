@@ -20,6 +20,7 @@ writes the tables and plots.
 import csv
 import dataclasses
 import json
+import logging
 import math
 import os
 
@@ -27,7 +28,9 @@ import numpy as np
 
 from keras_mulrnn.factory import transition_arguments
 from keras_mulrnn.params import rank_for_budget, stack_params, units_for_budget
-from keras_mulrnn.training import TrainConfig, train, write_json_atomically
+from keras_mulrnn.lm.config import TrainConfig
+from keras_mulrnn.lm.lock import hold_directory
+from keras_mulrnn.lm.training import train, write_json_atomically
 
 PARAMETRIZATIONS = ("additive", "shared", "unshared")
 # (a, b): report a − b per seed; negative favours a.
@@ -93,30 +96,39 @@ def run_study(corpus, runs, output_dir, analysis=False, verbose=2, on_run_done=N
     computed on the test split (once; kept in `analysis.json`).
     """
     os.makedirs(output_dir, exist_ok=True)
-    for position, run in enumerate(runs, 1):
-        directory = os.path.join(output_dir, "runs", run.name)
-        results_path = os.path.join(directory, "results.json")
-        if os.path.exists(results_path):
-            _check_same_config(results_path, run)
-            print(f"[{position}/{len(runs)}] {run.name}: finished earlier, skipped")
-        else:
-            checkpoints = os.path.join(directory, "checkpoints")
-            resume = os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
-            print(f"[{position}/{len(runs)}] {run.name}: "
-                  f"{'resuming' if resume else 'training'} (units {run.config.units}, "
-                  f"rank {run.config.rank})", flush=True)
-            train(corpus, run.config, directory, resume=resume, verbose=verbose)
-        if analysis:
-            analyse_run(corpus, directory)
-        if on_run_done is not None:
-            on_run_done(run)
-    return summarize(output_dir)
+    # Each run builds a new model whose functions TensorFlow traces anew, as it must: its
+    # warning about retraced functions says nothing here.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    with hold_directory(output_dir, "study"):
+        for position, run in enumerate(runs, 1):
+            _run_one(corpus, run, position, len(runs), output_dir, analysis, verbose)
+            if on_run_done is not None:
+                on_run_done(run)
+        return summarize(output_dir)
+
+
+def _run_one(corpus, run, position, count, output_dir, analysis, verbose):
+    """Trains (or resumes, or skips) one run of a study, then analyses it if asked."""
+    directory = os.path.join(output_dir, "runs", run.name)
+    results_path = os.path.join(directory, "results.json")
+    if os.path.exists(results_path):
+        _check_same_config(results_path, run)
+        print(f"[{position}/{count}] {run.name}: finished earlier, skipped")
+    else:
+        checkpoints = os.path.join(directory, "checkpoints")
+        resume = os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
+        print(f"[{position}/{count}] {run.name}: "
+              f"{'resuming' if resume else 'training'} (units {run.config.units}, "
+              f"rank {run.config.rank})", flush=True)
+        train(corpus, run.config, directory, resume=resume, verbose=verbose)
+    if analysis:
+        analyse_run(corpus, directory)
 
 
 def analyse_run(corpus, directory, positions=1000, horizon=50):
     """Error recovery and successive-state cosine of a finished run, on the test split;
     written to `analysis.json` (computed once)."""
-    from keras_mulrnn.analysis import error_recovery, state_cosine
+    from keras_mulrnn.analysis.recovery import error_recovery, state_cosine
     from keras_mulrnn.saving import load_model
 
     path = os.path.join(directory, "analysis.json")
@@ -176,9 +188,14 @@ def _groups(runs):
     return groups
 
 
+def _mean(values):
+    return float(np.mean(values)) if values else None
+
+
 def _mean_std(values):
+    """Mean and sample standard deviation (None for one value: it is undefined)."""
     values = np.asarray(values, np.float64)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else None
 
 
 def result_rows(runs):
@@ -193,7 +210,9 @@ def result_rows(runs):
             "units": config["units"], "rank": config["rank"],
             "valid_bpc_mean": valid[0], "valid_bpc_std": valid[1],
             "test_bpc_mean": test[0], "test_bpc_std": test[1],
-            "chars_per_sec": float(np.mean([r["chars_per_sec"] for r in group])),
+            # (None for a run finished by a resume that had no steps left to time.)
+            "chars_per_sec": _mean([r["chars_per_sec"] for r in group
+                                    if r.get("chars_per_sec")]),
         })
     return rows
 

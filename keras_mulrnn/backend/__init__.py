@@ -1,0 +1,146 @@
+"""The one interface over Keras's backends for what Keras itself does not abstract.
+
+The cells, layers and the language-model toolkit are written in `keras.ops` and Keras's own
+training loop; a few things differ by backend and live here, one module per backend
+(`backend/tensorflow/`, `backend/jax/`), each implementing the functions below:
+
+- `fused_sequence(cell)`: the whole-sequence recurrence with a hand-written backward pass
+  (`keras_mulrnn.backend.fused` says what it computes), or None where there is none;
+- `compile_function(fn, model)`: `fn` compiled (XLA on TensorFlow when asked, `jax.jit`
+  on JAX), reading and assigning the model's variables;
+- `value_and_gradients(loss_fn, variables)`: inside a compiled function, the value of
+  `loss_fn()` and its gradients with respect to `variables`;
+- `categorical(logits, seed, step)`: one sample per row, a pure function of the seed;
+- `make_distribution(name)`: the data-parallel strategy called `name` (`DISTRIBUTIONS`),
+  which also serves the batches to `model.fit` and holds the carried training state;
+- `replica_sum(gradients)`: the gradient of the whole global batch where each replica
+  holds only its share (`tf.distribute`), for clipping it as one device would;
+- `step_logs(logs)`: a training step's logs as the backend's trainer can reduce them;
+- `sync_model_state(model)`: makes the model's variables current in the middle of `fit`.
+
+Nothing else in the package asks which backend runs. TensorFlow is imported only by the
+TensorFlow module, and only when that backend is active.
+"""
+
+import importlib
+import sys
+import weakref
+
+import keras
+
+# The toolkit's backends, and the data-parallel strategies each of them offers.
+DISTRIBUTIONS = {
+    "tensorflow": ("default", "mirrored", "multiworker"),
+    "jax": ("default", "data-parallel"),
+}
+
+
+def name():
+    """The name of the Keras backend of this process."""
+    return keras.backend.backend()
+
+
+def implementation(what="This part of keras_mulrnn"):
+    """The module implementing this interface for the active backend.
+
+    Raises a `RuntimeError` naming `what` when the backend has none (the cells and layers
+    run on every backend; the language-model toolkit on TensorFlow and JAX).
+    """
+    backend = name()
+    if backend not in DISTRIBUTIONS:
+        raise RuntimeError(
+            f"{what} runs on the TensorFlow and JAX backends, but Keras runs on {backend!r} "
+            f"in this process. Set KERAS_BACKEND=jax or KERAS_BACKEND=tensorflow; on "
+            f"{backend} use the cells and layers (e.g. keras_mulrnn.MLSTM) in your own Keras "
+            f"model with model.fit."
+        )
+    path = f"keras_mulrnn.backend.{backend}"
+    # (Looked up first: code traced by `tf.function` calls this, and AutoGraph cannot read
+    # the source of the import machinery.)
+    return sys.modules.get(path) or importlib.import_module(path)
+
+
+def fused_sequence(cell):
+    """The fused whole-sequence function of `cell` on this backend, or None."""
+    if name() not in DISTRIBUTIONS:
+        return None
+    return implementation().fused_sequence(cell)
+
+
+# Compiled functions are kept per model, outside it, so that saving the model never sees them.
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def compile_function(model, key, build, jit_compile=False):
+    """The compiled form of the function `build()` returns, made once per `model` and `key`.
+
+    The function may read and assign any variable of `model`; its arguments and results are
+    tensors (or nested lists of them). `jit_compile` asks for XLA on TensorFlow; JAX always
+    compiles.
+    """
+    functions = _COMPILED.setdefault(model, {})
+    key = (key, bool(jit_compile))
+    if key not in functions:
+        functions[key] = implementation().compile_function(build(), model, jit_compile)
+    return functions[key]
+
+
+def value_and_gradients(loss_fn, variables):
+    """Inside a compiled function: `(loss, aux), gradients` of `loss, aux = loss_fn()` with
+    respect to `variables`."""
+    return implementation().value_and_gradients(loss_fn, variables)
+
+
+def categorical(logits, seed, step):
+    """A sample `(batch,)` int32 from every row of `logits`, a pure function of the int
+    `seed` and the scalar tensor `step`."""
+    return implementation().categorical(logits, seed, step)
+
+
+def check_distribution_name(strategy):
+    """Raises a `ValueError` unless `strategy` names a strategy of the active backend."""
+    backend = name()
+    allowed = DISTRIBUTIONS.get(backend, ("default",))
+    if strategy in allowed:
+        return
+    owners = [owner for owner, names in DISTRIBUTIONS.items() if strategy in names]
+    if owners:
+        raise ValueError(
+            f"--strategy {strategy} is a {' and '.join(owners)} strategy, but Keras runs on "
+            f"{backend!r}. On {backend} use one of {allowed}, or set "
+            f"KERAS_BACKEND={owners[0]}."
+        )
+    raise ValueError(
+        f"Invalid value for `strategy`: received {strategy!r}. Allowed on {backend}: one of "
+        f"{allowed}."
+    )
+
+
+def make_distribution(strategy="default"):
+    """The data-parallel `Distribution` called `strategy` (see `DISTRIBUTIONS`)."""
+    check_distribution_name(strategy)
+    return implementation(f"--strategy {strategy}").make_distribution(strategy)
+
+
+def replica_sum(gradients):
+    """`(total, replicas)`: inside a training step, the sum of `gradients` over the replicas
+    that each hold a share of the global batch's gradient, and their number (`gradients`
+    and 1 where the step already sees the whole batch)."""
+    return implementation().replica_sum(gradients)
+
+
+def step_logs(logs):
+    """The logs of a training step in the form this backend's trainer reduces across
+    workers (`tf.distribute`'s multi-worker mode needs an axis on every value)."""
+    return implementation().step_logs(logs)
+
+
+def enable_determinism():
+    """Deterministic kernels for the rest of the process (the same seed, the same run)."""
+    implementation().enable_determinism()
+
+
+def sync_model_state(model):
+    """Writes the training state that `model.fit` keeps outside the model (JAX) back into
+    its variables, so that a callback can read or save them mid-epoch."""
+    implementation().sync_model_state(model)

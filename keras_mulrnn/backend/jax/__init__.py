@@ -1,0 +1,91 @@
+"""The backend interface (`keras_mulrnn.backend`) on JAX.
+
+JAX computes on values, not variables: a compiled function receives the current values of
+the model's variables as arguments, runs the package's code in a `keras.StatelessScope` that
+maps each variable to its value, and returns the values of the variables it assigned, which
+are then written back. So the same code that reads and assigns variables on TensorFlow runs
+unchanged here.
+"""
+
+import jax
+import keras
+from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+from keras_mulrnn.backend.jax.distribute import make_distribution
+
+__all__ = ["fused_sequence", "compile_function", "value_and_gradients", "categorical",
+           "make_distribution", "replica_sum", "step_logs", "sync_model_state",
+           "enable_determinism"]
+
+
+def fused_sequence(cell):
+    """No fused sequence function on JAX yet: Keras's generic loop (`lax.scan`) runs."""
+    return None
+
+
+def compile_function(fn, model, jit_compile):
+    """`fn` under `jax.jit` (always: uncompiled JAX runs op by op), over `model.variables`."""
+    variables = list(model.variables)
+    assigned = []  # which variables `fn` assigns, found when it is traced
+
+    def pure(values, args):
+        mapping = list(zip(variables, values))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            given = dict(scope.state_mapping)
+            result = fn(*args)
+        updated = [index for index, variable in enumerate(variables)
+                   if scope.state_mapping[id(variable)] is not given[id(variable)]]
+        assigned[:] = updated
+        return result, [scope.state_mapping[id(variables[index])] for index in updated]
+
+    compiled = jax.jit(pure)
+
+    def call(*args):
+        result, values = compiled([variable.value for variable in variables], args)
+        for index, value in zip(assigned, values):
+            variables[index].assign(value)
+        return result
+
+    return call
+
+
+def value_and_gradients(loss_fn, variables):
+    """Differentiates `loss_fn` with respect to the values of `variables` in the stateless
+    scope of the compiled function that calls it; every other variable keeps its value."""
+    outer = get_stateless_scope()
+
+    def loss(values):
+        with keras.StatelessScope() as scope:
+            if outer is not None:
+                scope.state_mapping.update(outer.state_mapping)
+            scope.state_mapping.update(
+                {id(variable): value for variable, value in zip(variables, values)})
+            return loss_fn()
+
+    values = [variable.value for variable in variables]
+    (loss_value, aux), gradients = jax.value_and_grad(loss, has_aux=True)(values)
+    return (loss_value, aux), gradients
+
+
+def categorical(logits, seed, step):
+    key = jax.random.fold_in(jax.random.key(seed), step)
+    return jax.random.categorical(key, logits, axis=-1).astype("int32")
+
+
+def replica_sum(gradients):
+    """Under `DataParallel` the step is one SPMD program over the global batch: its
+    gradients are already the global batch's."""
+    return gradients, 1
+
+
+def step_logs(logs):
+    return logs
+
+
+def enable_determinism():
+    """XLA's deterministic GPU kernels are asked for by `XLA_FLAGS` before JAX starts (see
+    `keras_mulrnn.lm.cli.start_backend`); on a CPU its kernels are deterministic."""
+
+
+def sync_model_state(model):
+    model.jax_state_sync()

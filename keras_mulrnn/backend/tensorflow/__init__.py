@@ -1,0 +1,37 @@
+"""The backend interface (`keras_mulrnn.backend`) on TensorFlow."""
+
+import tensorflow as tf
+
+from keras_mulrnn.backend.tensorflow.distribute import make_distribution, replica_sum, step_logs
+from keras_mulrnn.backend.tensorflow.fused import sequence_function as fused_sequence
+
+__all__ = ["fused_sequence", "compile_function", "value_and_gradients", "categorical",
+           "make_distribution", "replica_sum", "step_logs", "sync_model_state",
+           "enable_determinism"]
+
+
+def compile_function(fn, model, jit_compile):
+    """A `tf.function` (XLA when `jit_compile`): variables are read and assigned in place.
+    The package's loops are `keras.ops` loops, so AutoGraph has nothing to convert."""
+    return tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=True,
+                       autograph=False)
+
+
+def value_and_gradients(loss_fn, variables):
+    with tf.GradientTape() as tape:
+        loss, aux = loss_fn()
+    gradients = tape.gradient(loss, [v.value for v in variables])
+    return (loss, aux), [tf.convert_to_tensor(g) for g in gradients]
+
+
+def categorical(logits, seed, step):
+    step_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+    return tf.random.stateless_categorical(logits, 1, seed=step_seed, dtype=tf.int32)[:, 0]
+
+
+def enable_determinism():
+    tf.config.experimental.enable_op_determinism()
+
+
+def sync_model_state(model):
+    """TensorFlow's `fit` updates the variables in place: nothing to do."""

@@ -1,0 +1,149 @@
+"""`TrainConfig`: everything that defines a training run, and the one place where it is
+checked. `validate()` runs before anything is read or written, so that a bad setting (used at
+the first step or only after the last one) fails at once with a message naming it.
+
+Importing this module does not start Keras (the command lines build their flags from
+`TrainConfig` before the backend loads); checking a configuration does.
+"""
+
+import dataclasses
+import os
+
+from keras_mulrnn.validation import (
+    check_bool,
+    check_count,
+    check_optional_positive_int,
+    check_positive_int,
+    check_positive_number,
+    check_rate,
+)
+
+# Two symbols are the least a language model can predict between.
+MIN_VOCABULARY = 2
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in every checkpoint).
+
+    Model: `family`, `parametrization`, `units`, `rank`, `num_layers`, `embedding_dim`,
+    `input_dropout`, `recurrent_dropout`, `output_dropout`, `weight_norm` (see
+    `CharLanguageModel`). Data: `batch_size` rows of `seq_len` symbols; `shuffle=True` trains
+    on shuffled independent windows instead of carried-state TBPTT. Optimization: `steps`,
+    `learning_rate` (decayed linearly to 0 over `steps`), `clipnorm` (the global gradient
+    norm is clipped to it; None: no clipping). Bookkeeping: validate and checkpoint every
+    `eval_every` steps (validation on the first `valid_symbols` symbols of the valid split,
+    all when None, in rows of `eval_batch_size`), also checkpoint every `checkpoint_every`
+    steps; the final valid and test figures score the whole splits in rows of
+    `test_batch_size` (1 = the papers' protocol); `sample_length` symbols are sampled at the
+    end (0: none). Speed: `jit_compile` (XLA on TensorFlow; on by default: it trained the
+    mLSTM 1.2–1.4× faster on a 2-core CPU, see BENCHMARKS.md; JAX always compiles),
+    `steps_per_execution`. `seed` fixes initialization, dropout and data order. On a NaN or
+    infinite loss the run stops, unless `nan_rollbacks > 0`: then it goes back to the last
+    good checkpoint with half the learning rate, that many times. Devices: `strategy` is
+    `"default"` (one device) or a data-parallel strategy of the backend
+    (`keras_mulrnn.backend.DISTRIBUTIONS`); `batch_size` is the global batch (split across
+    replicas) and nothing is rescaled.
+    """
+
+    family: str = "lstm"
+    parametrization: str = "shared"
+    units: int = 512
+    rank: int = None
+    num_layers: int = 1
+    embedding_dim: int = 64
+    input_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    output_dropout: float = 0.0
+    weight_norm: bool = False
+    batch_size: int = 32
+    seq_len: int = 100
+    shuffle: bool = False
+    steps: int = 1000
+    learning_rate: float = 1e-3
+    clipnorm: float = 1.0
+    eval_every: int = 200
+    checkpoint_every: int = None
+    valid_symbols: int = None
+    eval_batch_size: int = 16
+    test_batch_size: int = 1
+    jit_compile: bool = True
+    steps_per_execution: int = 1
+    seed: int = 0
+    sample_length: int = 200
+    nan_rollbacks: int = 0
+    strategy: str = "default"
+
+    def validate(self):
+        """Checks every setting; returns `self`. Raises `ValueError` naming the first bad one."""
+        for name in ("units", "num_layers", "embedding_dim", "batch_size", "seq_len", "steps",
+                     "eval_every", "eval_batch_size", "test_batch_size",
+                     "steps_per_execution"):
+            check_positive_int(name, getattr(self, name))
+        check_optional_positive_int("rank", self.rank)
+        check_optional_positive_int("checkpoint_every", self.checkpoint_every)
+        if self.valid_symbols is not None:
+            check_count("valid_symbols", self.valid_symbols, minimum=2)
+        for name in ("seed", "sample_length", "nan_rollbacks"):
+            check_count(name, getattr(self, name))
+        for name in ("input_dropout", "recurrent_dropout", "output_dropout"):
+            check_rate(name, getattr(self, name))
+        for name in ("weight_norm", "shuffle", "jit_compile"):
+            check_bool(name, getattr(self, name))
+        check_positive_number("learning_rate", self.learning_rate)
+        check_positive_number("clipnorm", self.clipnorm, optional=True)
+        from keras_mulrnn import backend
+
+        backend.check_distribution_name(self.strategy)
+        model_arguments(self)  # family, parametrization and rank, by a throwaway cell
+        return self
+
+
+def model_arguments(config):
+    """The `CharLanguageModel` arguments of a `TrainConfig` (validated by a throwaway cell)."""
+    from keras_mulrnn.factory import make_cell
+
+    make_cell(config.family, config.parametrization, units=config.units, rank=config.rank,
+              dropout=config.input_dropout, recurrent_dropout=config.recurrent_dropout)
+    names = ("family", "parametrization", "units", "rank", "num_layers", "embedding_dim",
+             "input_dropout", "recurrent_dropout", "output_dropout", "weight_norm", "seed")
+    return {name: getattr(config, name) for name in names}
+
+
+def check_fits(config, vocabulary_size):
+    """Refuses a model that cannot train in this machine's memory, before anything is built.
+
+    The estimate counts float32 weights four times (weights, gradients and Adam's two
+    moments) and what the recurrence keeps per symbol for the backward pass (about eight
+    state-sized vectors per layer, and the logits twice)."""
+    if vocabulary_size < MIN_VOCABULARY:
+        raise ValueError(
+            f"The corpus has {vocabulary_size} distinct symbol(s); a language model needs at "
+            f"least {MIN_VOCABULARY}. Give a text with more than one kind of character."
+        )
+    from keras_mulrnn.params import stack_params
+
+    recurrent = stack_params(config.family, config.parametrization, config.units,
+                             config.embedding_dim, config.rank, config.num_layers,
+                             weight_norm=config.weight_norm)
+    params = recurrent + vocabulary_size * (config.embedding_dim + config.units + 1)
+    rank = config.rank or config.units
+    per_symbol = config.num_layers * (6 * config.units + 2 * rank) + 2 * vocabulary_size
+    need = 4 * (4 * params + config.batch_size * config.seq_len * per_symbol)
+    have = _physical_memory()
+    if have and need > have:
+        raise ValueError(
+            f"This model ({params:,} parameters; units={config.units}, rank={config.rank}, "
+            f"num_layers={config.num_layers}, batch_size={config.batch_size}, "
+            f"seq_len={config.seq_len}) needs about {need / 2**30:,.1f} GiB to train, more "
+            f"than this machine's {have / 2**30:,.1f} GiB. Use fewer units, a smaller rank "
+            f"or a smaller batch."
+        )
+    return params
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -1,0 +1,535 @@
+"""Training a character language model with `model.fit`, truncated BPTT and exact resume.
+
+`train(corpus, config, output_dir)` checks every setting, the data and the output directory
+first, then builds the model and trains it for `config.steps` steps with Keras's own
+`train_step` on any backend: Adam on the published mLSTM's linear decay, clipping of the
+global gradient norm, the recurrent state carried from batch to batch by the model. Every
+`eval_every` steps it validates in bits per character, saves the best model and a checkpoint;
+at the end it scores the whole valid and test splits, writes `results.json`, the final model
+and a sample. With `resume=True` it continues from the newest sound checkpoint exactly:
+weights, optimizer state, step (which fixes the position in the data and the schedule), the
+carried recurrent state and the dropout generators.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_mulrnn import backend
+from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
+from keras_mulrnn.lm.checkpoints import CheckpointManager, CheckpointMismatch
+from keras_mulrnn.lm.config import check_fits
+from keras_mulrnn.lm.evaluation import evaluate_bpc
+from keras_mulrnn.lm.generation import check_generation_arguments, generate
+from keras_mulrnn.lm.lock import hold_directory
+from keras_mulrnn.lm.optimization import LinearDecay, build_model
+from keras_mulrnn.params import stack_params
+
+# Files of a run's output directory (besides checkpoints/ and tensorboard/).
+RESULTS, BEST, BEST_INFO, FINAL, LOG = ("results.json", "best.keras", "best.json",
+                                        "model.keras", "log.csv")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by `train` after SIGINT or SIGTERM, once the checkpoint of the current step is
+    written (or, after a second signal or during the final evaluation, with the newest
+    checkpoint as it was); rerun with `resume=True` (`--resume`) to continue from there.
+
+    A `KeyboardInterrupt`, so that what runs many trainings (the study, the tuner) stops
+    rather than counting the run as failed."""
+
+
+def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=()):
+    """Trains on `corpus` and returns the results dict (also in `output_dir/results.json`).
+
+    `verbose`: 0 silent, 1 a progress bar over the run's steps, 2 one line per validation.
+
+    Raises:
+        ValueError and OSError subclasses: bad settings, data or output directory, before
+            anything is written.
+        DirectoryInUse: another run holds `output_dir`.
+        FloatingPointError: the loss became NaN or infinite (after `config.nan_rollbacks`
+            roll-backs); the last good checkpoint is kept.
+        TrainingInterrupted: SIGINT/SIGTERM; see the exception.
+    """
+    config.validate()
+    check_generation_arguments(config.sample_length, 1.0, None, config.seed,
+                               len(corpus.vocabulary))
+    check_fits(config, len(corpus.vocabulary))
+    batches = training_batches(corpus, config)
+    valid = corpus.valid if config.valid_symbols is None else corpus.valid[: config.valid_symbols]
+    for name, split, rows in (("valid", valid, config.eval_batch_size),
+                              ("test", corpus.test, config.test_batch_size),
+                              ("valid", corpus.valid, config.test_batch_size)):
+        TBPTTBatches(split, rows, config.seq_len, name=name)
+    distribution = backend.make_distribution(config.strategy)
+    distribution.check_batch(config.batch_size)
+    # Every worker runs the same steps (checkpoints gather the carried state from all of
+    # them), but only the chief writes into `output_dir`; the others write into a scratch
+    # directory that is removed at the end. Resuming reads the chief's checkpoints.
+    if not distribution.is_chief:
+        scratch = tempfile.mkdtemp(prefix=f"keras_mulrnn-{distribution.worker_name}-")
+        try:
+            return _Run(corpus, config, batches, valid, distribution, os.fspath(output_dir),
+                        scratch, resume, verbose, extra_callbacks).train()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    output_dir = _prepare_output(output_dir, resume)
+    with hold_directory(output_dir):
+        _check_fresh(output_dir, resume)
+        return _Run(corpus, config, batches, valid, distribution, output_dir, output_dir,
+                    resume, verbose, extra_callbacks).train()
+
+
+def training_batches(corpus, config):
+    """The training batches of `config` over the corpus's train split."""
+    if config.shuffle:
+        return ShuffledWindows(corpus.train, config.batch_size, config.seq_len,
+                               seed=config.seed, name="train")
+    return TBPTTBatches(corpus.train, config.batch_size, config.seq_len, min_batches=1,
+                        name="train")
+
+
+def model_step(model):
+    """The optimizer's step count (the number of training steps taken)."""
+    backend.sync_model_state(model)
+    return int(ops.convert_to_numpy(model.optimizer.iterations))
+
+
+class _Run:
+    """One call of `train`: the model, its output and its loop."""
+
+    def __init__(self, corpus, config, batches, valid, distribution, chief_dir, output_dir,
+                 resume, verbose, extra_callbacks):
+        self.corpus, self.config, self.batches, self.valid = corpus, config, batches, valid
+        self.distribution, self.chief_dir, self.output_dir = distribution, chief_dir, output_dir
+        self.resume, self.verbose, self.extra_callbacks = resume, verbose, extra_callbacks
+        self.meta = {"config": dataclasses.asdict(config),
+                     "vocabulary": corpus.vocabulary.get_config(),
+                     "data": corpus.fingerprint(), "learning_rate_scale": 1.0}
+
+    def train(self):
+        config, distribution = self.config, self.distribution
+        keras.utils.set_random_seed(config.seed)
+        self.schedule = LinearDecay(config.learning_rate, config.steps)
+        compiled = config
+        if config.jit_compile and not distribution.xla_supported():
+            print("XLA cannot compile the all-reduce of several CPU replicas: this run trains "
+                  "without it (evaluation still uses it).")
+            compiled = dataclasses.replace(config, jit_compile=False)
+        model = self.model = build_model(self.corpus.vocabulary, compiled, self.schedule,
+                                         distribution)
+        model.start_carry(config.batch_size, distribution)
+        self.manager = CheckpointManager(os.path.join(self.output_dir, "checkpoints"))
+        start = 0
+        if self.resume:
+            restored = CheckpointManager(os.path.join(self.chief_dir, "checkpoints")) \
+                .restore_latest(model, check=self._check_compatible)
+            if restored is not None:
+                start = restored["step"]
+                self._set_learning_rate_scale(restored["learning_rate_scale"])
+                if start < config.steps:
+                    print(f"Resumed from step {start} of {config.steps}.")
+        if start >= config.steps and self._finished_outputs():
+            print(f"This run finished all {config.steps} steps earlier; its results are in "
+                  f"{os.path.join(self.chief_dir, RESULTS)}.")
+            return _read_json(os.path.join(self.chief_dir, RESULTS))
+
+        self.monitor = _Monitor(self)
+        started = time.perf_counter()
+        with _Signals(self.monitor) as signals:
+            self._fit(start)
+            train_seconds = time.perf_counter() - started - self.monitor.eval_seconds
+            signals.phase = "final"
+            return self._finish(start, train_seconds)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _fit(self, start):
+        config, model, monitor = self.config, self.model, self.monitor
+        callbacks = [monitor, keras.callbacks.TerminateOnNaN(),
+                     keras.callbacks.CSVLogger(os.path.join(self.output_dir, LOG),
+                                               append=True)]
+        if _tensorboard_available():
+            callbacks.append(keras.callbacks.TensorBoard(
+                os.path.join(self.output_dir, "tensorboard")))
+        callbacks.extend(self.extra_callbacks)
+        self.rollbacks = 0
+        monitor.progress.start(start)
+        while True:
+            for first, last in intervals(model_step(model), config.steps, config.eval_every):
+                monitor.interval = (first, last)
+                model.fit(self.distribution.serve(self.batches, first, last - first),
+                          initial_epoch=first // config.eval_every,
+                          epochs=first // config.eval_every + 1, steps_per_epoch=last - first,
+                          callbacks=callbacks, shuffle=False, verbose=0)
+                if model.stop_training:
+                    break
+            if monitor.nonfinite_step is None:
+                break
+            self._roll_back()
+        monitor.progress.end()
+        if monitor.interrupted_at is not None:
+            raise TrainingInterrupted(
+                f"Interrupted at step {monitor.interrupted_at} of {config.steps}; a checkpoint "
+                f"of that step is in {self.manager.directory}. Run again with --resume to "
+                f"continue."
+            )
+        steps_done = model_step(model)
+        if steps_done < config.steps:
+            raise RuntimeError(f"Training stopped at step {steps_done} of {config.steps}.")
+
+    def _finish(self, start, train_seconds):
+        """Scores the whole valid and test splits and writes the results first, then the
+        final model and the sample."""
+        config, model = self.config, self.model
+        steps_done = model_step(model)
+        valid_bpc, _ = evaluate_bpc(model, self.corpus.valid, config.test_batch_size,
+                                    config.seq_len, config.jit_compile)
+        test_bpc, test_symbols = evaluate_bpc(model, self.corpus.test, config.test_batch_size,
+                                              config.seq_len, config.jit_compile)
+        steps_run = steps_done - start
+        results = {
+            "test_bpc": test_bpc,
+            "valid_bpc": valid_bpc,
+            "best_valid_bpc_during_training": self.monitor.best,
+            "test_symbols": test_symbols,
+            "params": model.count_params(),
+            "recurrent_params": stack_params(
+                config.family, config.parametrization, config.units, config.embedding_dim,
+                config.rank, config.num_layers, weight_norm=config.weight_norm,
+            ),
+            "steps": steps_done,
+            "steps_this_run": steps_run,
+            "chars_per_sec": (steps_run * config.batch_size * config.seq_len
+                              / max(train_seconds, 1e-9) if steps_run else None),
+            "train_seconds": train_seconds if steps_run else None,
+            "nan_rollbacks": self.rollbacks,
+            "checkpoint_failures": self.monitor.checkpoint_failures,
+            "config": dataclasses.asdict(config),
+            "corpus": self.corpus.name,
+            "data": self.meta["data"],
+            "backend": backend.name(),
+            "strategy": config.strategy,
+        }
+        results_path = os.path.join(self.output_dir, RESULTS)
+        write_json_atomically(results_path, results)
+        _atomic_save(model, os.path.join(self.output_dir, FINAL))
+        prompt = self.corpus.vocabulary.decode(self.corpus.test[:20])
+        results["sample_prompt"] = prompt
+        results["sample"] = generate(model, prompt, length=config.sample_length,
+                                     seed=config.seed)
+        write_json_atomically(results_path, results)
+        return results
+
+    def _finished_outputs(self):
+        """Whether the results and the final model of a finished run are all there."""
+        path = os.path.join(self.chief_dir, RESULTS)
+        return (os.path.exists(os.path.join(self.chief_dir, FINAL)) and os.path.exists(path)
+                and "sample" in _read_json(path))
+
+    # -------------------------------------------------------------- roll-back
+
+    def _roll_back(self):
+        """After a non-finite loss: raise, or restore the last good checkpoint and halve the
+        learning rate (at most `config.nan_rollbacks` times)."""
+        bad_step = self.monitor.nonfinite_step
+        good = self.manager.steps()
+        where = (f"the last good checkpoint (step {good[-1]}) is in {self.manager.directory}"
+                 if good else "no checkpoint was written before it")
+        if self.rollbacks >= self.config.nan_rollbacks:
+            raise FloatingPointError(
+                f"The training loss became NaN or infinite at step {bad_step}; {where}. Lower "
+                f"--learning-rate or --clipnorm, or pass --nan-rollbacks N to roll back "
+                f"automatically."
+            )
+        if not good:
+            raise FloatingPointError(
+                f"The training loss became NaN or infinite at step {bad_step} and {where}, so "
+                f"there is nothing to roll back to."
+            )
+        restored = self.manager.restore_latest(self.model)
+        self._set_learning_rate_scale(restored["learning_rate_scale"] * 0.5)
+        print(f"Non-finite loss at step {bad_step}: rolled back to step {restored['step']} "
+              f"with the learning rate scaled by {self.meta['learning_rate_scale']}.")
+        self.monitor.nonfinite_step = None
+        self.model.stop_training = False
+        self.rollbacks += 1
+
+    def _set_learning_rate_scale(self, scale):
+        self.schedule.scale.assign(scale)
+        self.meta["learning_rate_scale"] = scale
+
+    def _check_compatible(self, restored):
+        meta = self.meta
+        if restored["vocabulary"] != meta["vocabulary"]:
+            raise CheckpointMismatch(
+                "The checkpoint was trained on a different vocabulary than this data's. "
+                "Resume with the same data, or start a new run in another --output directory."
+            )
+        if restored["data"] != meta["data"]:
+            changed = sorted(split for split in meta["data"]
+                             if restored["data"].get(split) != meta["data"][split])
+            raise CheckpointMismatch(
+                f"The data differs from the data this run started with ({', '.join(changed)} "
+                f"changed). Resume with the same data file, or start a new run in another "
+                f"--output directory."
+            )
+        # A run may resume on other devices: the carried state is saved for all rows.
+        differing = sorted(
+            key for key in meta["config"]
+            if key != "strategy" and restored["config"].get(key) != meta["config"][key]
+        )
+        if differing:
+            details = ", ".join(
+                f"{key}: checkpoint {restored['config'].get(key)!r}, now "
+                f"{meta['config'][key]!r}" for key in differing
+            )
+            raise CheckpointMismatch(
+                f"The checkpoint's settings differ from this run's ({details}). Resume with "
+                f"the same flags, or start a new run in another --output directory."
+            )
+
+
+def intervals(start, total, every):
+    """`(first, last)` step ranges from `start` to `total` that end on multiples of `every`
+    (a resumed run may start mid-interval, and the last interval may be short)."""
+    step = start
+    while step < total:
+        last = min((step // every + 1) * every, total)
+        yield step, last
+        step = last
+
+
+class _Progress:
+    """The run's progress in its own terms: steps `a–b` of `N`, as a Keras progress bar over
+    all the run's steps (verbose 1) or one line per validation (verbose 2)."""
+
+    def __init__(self, total, verbose):
+        self.total, self.verbose, self.bar = total, verbose, None
+
+    def start(self, step):
+        if self.verbose == 1:
+            self.bar = keras.utils.Progbar(self.total, unit_name="step",
+                                           stateful_metrics=["loss", "bpc"])
+            self.bar.update(step)
+
+    def step(self, step, logs):
+        if self.bar is not None:
+            self.bar.update(step, [(key, float(np.reshape(logs[key], -1)[0]))
+                                   for key in ("loss", "bpc") if key in logs])
+
+    def validated(self, first, last, logs):
+        if self.verbose == 2 or (self.bar is not None and last < self.total):
+            parts = [f"{key} {float(np.reshape(logs[key], -1)[0]):.4f}"
+                     for key in ("loss", "bpc", "val_bpc") if key in logs]
+            print(("\n" if self.bar is not None else "")
+                  + f"steps {first + 1}–{last} of {self.total}: " + ", ".join(parts),
+                  flush=True)
+
+    def end(self):
+        if self.bar is not None:
+            print(flush=True)
+
+
+class _Monitor(keras.callbacks.Callback):
+    """Counts the steps, watches the loss, validates, logs `val_bpc` and `step` (before the
+    CSV and TensorBoard loggers read the logs), saves the best model and the checkpoints,
+    shows the progress, and stops on request."""
+
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
+        config = run.config
+        self.best = _read_best(run.output_dir)
+        self.eval_seconds = 0.0
+        self.nonfinite_step = None
+        self.stop_requested = False
+        self.interrupted_at = None
+        self.checkpoint_failures = []
+        self.interval = (0, 0)
+        self.progress = _Progress(config.steps, run.verbose)
+
+    def on_train_batch_end(self, batch, logs=None):
+        first, last = self.interval
+        step = min(first + batch + 1, last)
+        logs = logs or {}
+        loss = logs.get("loss")
+        # (One element, not a scalar, under a multi-worker strategy: see `step_logs`.)
+        if loss is not None and not math.isfinite(float(np.reshape(loss, -1)[0])):
+            # Never checkpoint these weights: the step that produced the loss updated them.
+            self.nonfinite_step = step
+            self.model.stop_training = True
+            return
+        self.progress.step(step, logs)
+        every = self.run.config.checkpoint_every
+        if self.stop_requested or (every and step % every == 0 and step < last):
+            self._checkpoint()
+        if self.stop_requested:
+            self.interrupted_at = step
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nonfinite_step is not None or self.interrupted_at is not None:
+            return
+        run = self.run
+        first, last = self.interval
+        started = time.perf_counter()
+        bpc, _ = evaluate_bpc(self.model, run.valid, run.config.eval_batch_size,
+                              run.config.seq_len, run.config.jit_compile)
+        if logs is not None:
+            logs["val_bpc"] = bpc
+            logs["step"] = last
+        if self.best is None or bpc < self.best:
+            self.best = bpc
+            _atomic_save(self.model, os.path.join(run.output_dir, BEST))
+            write_json_atomically(os.path.join(run.output_dir, BEST_INFO),
+                                  {"val_bpc": bpc, "step": last})
+        self._checkpoint()
+        self.progress.validated(first, last, logs or {"val_bpc": bpc})
+        self.eval_seconds += time.perf_counter() - started
+        if self.stop_requested:
+            self.interrupted_at = last
+            self.model.stop_training = True
+
+    def _checkpoint(self):
+        try:
+            self.run.manager.save(self.model, self.run.meta)
+        except OSError as error:  # e.g. a full disk: keep training, keep the old checkpoint
+            previous = self.run.manager.steps()
+            message = (f"Could not write the checkpoint of step {model_step(self.model)} "
+                       f"({type(error).__name__}: {error}); the previous checkpoint "
+                       f"{'(step %d) is intact' % previous[-1] if previous else 'does not exist'}"
+                       f". Training goes on; free space in {self.run.manager.directory}.")
+            warnings.warn(message, stacklevel=2)
+            self.checkpoint_failures.append(message)
+
+
+class _Signals:
+    """While a run lasts, SIGINT and SIGTERM stop it without losing anything.
+
+    While training or validating, the first signal asks the monitor to checkpoint the current
+    step and stop; a second stops at once (the newest complete checkpoint is kept). In the
+    final evaluation (`phase = "final"`), training is complete and checkpointed, so a signal
+    stops at once; `--resume` evaluates again.
+    """
+
+    def __init__(self, monitor):
+        self.monitor = monitor
+        self.phase = "training"
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        directory = self.monitor.run.manager.directory
+        if self.phase == "final":
+            raise TrainingInterrupted(
+                f"{name} during the final evaluation: training is complete and its last "
+                f"checkpoint is in {directory}. Run again with --resume to evaluate.")
+        if self.monitor.stop_requested:
+            steps = self.monitor.run.manager.steps()
+            newest = f"step {steps[-1]}" if steps else "none yet"
+            raise TrainingInterrupted(
+                f"{name} again: stopped at once. The newest complete checkpoint ({newest}) is "
+                f"in {directory}; run again with --resume to continue from it.")
+        self.monitor.stop_requested = True
+        print(f"\n{name}: saving a checkpoint at the end of this step (send it again to stop "
+              f"at once).", flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        return False
+
+
+def _atomic_save(model, path):
+    temporary = path + ".tmp.keras"
+    model.save(temporary)
+    os.replace(temporary, path)
+
+
+def write_json_atomically(path, value):
+    """Writes `value` as JSON to `path` via a temporary file: a crash leaves the old file."""
+    temporary = path + ".tmp"
+    with open(temporary, "w") as handle:
+        json.dump(value, handle, indent=1)
+    os.replace(temporary, path)
+
+
+def _read_json(path):
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _read_best(output_dir):
+    path = os.path.join(output_dir, BEST_INFO)
+    if os.path.exists(path):
+        try:
+            return float(_read_json(path)["val_bpc"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # a damaged record: the next validation writes a new one
+    return None
+
+
+def _prepare_output(output_dir, resume):
+    """Creates `output_dir` if needed and checks that it is a writable directory."""
+    output_dir = os.fspath(output_dir)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise NotADirectoryError(
+            f"--output {output_dir!r} is a file; give a directory for checkpoints and logs."
+        )
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass  # a real write: permission bits alone say nothing for root or read-only mounts
+    except OSError as error:
+        raise PermissionError(
+            f"--output {output_dir!r} is not writable ({error.strerror or error}); choose "
+            f"another directory."
+        ) from None
+    return output_dir
+
+
+def _check_fresh(output_dir, resume):
+    """A new run (no `--resume`) refuses a directory that holds a run, and starts its logs
+    anew in an empty one (with the directory held, so no other run can be writing them)."""
+    if resume:
+        return
+    checkpoints = os.path.join(output_dir, "checkpoints")
+    if (os.path.isdir(checkpoints) and os.listdir(checkpoints)) or os.path.exists(
+            os.path.join(output_dir, RESULTS)):
+        raise FileExistsError(
+            f"{output_dir!r} already holds a run. Pass --resume to continue it, or choose "
+            f"another --output directory."
+        )
+    for name in (LOG, BEST_INFO):
+        if os.path.exists(os.path.join(output_dir, name)):
+            os.remove(os.path.join(output_dir, name))
+
+
+def _tensorboard_available():
+    """TensorBoard's writer needs TensorFlow's summary ops and the tensorboard package."""
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(name) is not None
+                   for name in ("tensorboard", "tensorflow"))
+    except ImportError:  # a package that cannot be imported here
+        return False
