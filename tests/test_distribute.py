@@ -1,7 +1,7 @@
-"""Training on several devices and machines, and the layers on the JAX backend (issue 7).
+"""Training on several devices and machines with `tf.distribute`.
 
-Each scenario runs in processes of its own: a process's logical devices, its cluster and its
-Keras backend are fixed when it starts.
+Each scenario runs in processes of its own: a process's logical devices and its cluster are
+fixed when it starts.
 """
 
 import json
@@ -124,36 +124,3 @@ def test_mirrored_on_a_one_device_machine_trains_checkpoints_and_resumes(tmp_pat
     for mirrored, single in zip(_weights(runs, "mirrored_weight_"),
                                 _weights(runs, "default_weight_"), strict=True):
         np.testing.assert_allclose(mirrored, single, atol=1e-5)
-
-
-def test_cell_reference_tests_pass_on_jax():
-    # The gradient checks use tf.GradientTape; everything else runs on JAX as written.
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-         os.path.join(HERE, "test_cells_reference.py"), "-k", "not gradients"],
-        capture_output=True, text=True, env=_env(KERAS_BACKEND="jax"), cwd=ROOT, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:]
-    assert " passed" in done.stdout and " failed" not in done.stdout
-    assert "keras backend: jax" in done.stdout
-
-
-def test_training_on_jax_matches_tensorflow(tmp_path):
-    initial = tmp_path / "initial.npz"
-    results = {}
-    for backend in ("tensorflow", "jax"):
-        path = tmp_path / f"{backend}.npz"
-        done = subprocess.run([sys.executable, os.path.join(HERE, "backend_training.py"),
-                               str(initial), str(path)], capture_output=True, text=True,
-                              env=_env(KERAS_BACKEND=backend), timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        results[backend] = np.load(path)
-        assert str(results[backend]["backend"]) == backend
-    tf_run, jax_run = results["tensorflow"], results["jax"]
-    assert len(tf_run["losses"]) == 8
-    np.testing.assert_allclose(jax_run["losses"], tf_run["losses"], atol=1e-5)
-    for a, b in zip(_weights(jax_run, "arr_"), _weights(tf_run, "arr_"), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5)
-    # The weights did move: equal results are not the initial ones.
-    with np.load(initial) as start:
-        assert any(not np.allclose(a, start[f"arr_{i}"])
-                   for i, a in enumerate(_weights(tf_run, "arr_")))
