@@ -13,6 +13,7 @@ import csv
 import glob
 import json
 import os
+import sys
 
 COLUMNS = ["trial", "status", "worker", "family", "parametrization", "units", "rank", "num_layers",
            "learning_rate", "recurrent_dropout", "recurrent_params", "val_bpc",
@@ -46,6 +47,11 @@ def collect(project):
     if not rows:
         raise ValueError(
             f"No trials in {project!r}. Check --directory and --project-name."
+        )
+    if not any(row.get("val_bpc") is not None for row in rows):
+        raise ValueError(
+            f"{project!r} has {len(rows)} trial(s) but no finished trials yet: run (or "
+            f"continue) the search first."
         )
     return rows
 
@@ -97,13 +103,14 @@ def plot(rows, project):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--directory", required=True)
-    p.add_argument("--project-name", required=True)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], prog="report.py",
+                                allow_abbrev=False)
+    p.add_argument("--directory", required=True, help="the search's --directory")
+    p.add_argument("--project-name", required=True, help="the search's --project-name")
     args = p.parse_args(argv)
     project = os.path.join(args.directory, args.project_name)
     if not os.path.isdir(project):
-        raise SystemExit(f"error: {project!r} is not a keras-tuner project folder.")
+        raise ValueError(f"{project!r} is not a keras-tuner project folder.")
     rows = collect(project)
     write_tables(rows, project)
     print(open(os.path.join(project, "trials.md")).read())
@@ -111,4 +118,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from keras_mulrnn.lm.cli import guarded
+
+    guarded(main)

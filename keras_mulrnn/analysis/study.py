@@ -30,6 +30,7 @@ from keras_mulrnn.factory import transition_arguments
 from keras_mulrnn.params import rank_for_budget, stack_params, units_for_budget
 from keras_mulrnn.lm.config import TrainConfig
 from keras_mulrnn.lm.lock import hold_directory
+from keras_mulrnn.validation import check_positive_int
 from keras_mulrnn.lm.training import train, write_json_atomically
 
 PARAMETRIZATIONS = ("additive", "shared", "unshared")
@@ -74,6 +75,8 @@ def plan_study(base, families=("lstm", "gru"), parametrizations=PARAMETRIZATIONS
     The single-transform `"rnn"` family has nothing to share: its `"unshared"` is the same
     cell as `"shared"` and is left out.
     """
+    if budget is not None:
+        check_positive_int("budget", budget)
     runs = []
     for family in families:
         family_budget = budget or budget_of(base, family)

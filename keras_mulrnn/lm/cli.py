@@ -204,7 +204,8 @@ def guarded(main):
     except KeyboardInterrupt as stop:  # `TrainingInterrupted` says what was kept
         print(f"\n{stop or 'Interrupted.'}", file=sys.stderr)
         raise SystemExit(130) from None
-    except (ValueError, OSError, FloatingPointError, RuntimeError, ImportError) as error:
+    except (ValueError, OSError, FloatingPointError, RuntimeError, ImportError,
+            MemoryError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
 

@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -314,9 +315,12 @@ def intervals(start, total, every):
 
 class _Progress:
     """The run's progress in its own terms: steps `a–b` of `N`, as a Keras progress bar over
-    all the run's steps (verbose 1) or one line per validation (verbose 2)."""
+    all the run's steps (verbose 1, on a terminal) or one line per validation (verbose 2, or
+    1 when the output goes to a file)."""
 
     def __init__(self, total, verbose):
+        if verbose == 1 and not sys.stdout.isatty():
+            verbose = 2
         self.total, self.verbose, self.bar = total, verbose, None
 
     def start(self, step):

@@ -1,0 +1,466 @@
+"""Reliability, round two: no run lost or mixed, no bad value silently accepted, no traceback,
+no hang. Every case here failed before the fix that it tests (see the closing note of the
+issue for the table of cases)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+import keras_mulrnn as km
+from keras_mulrnn import backend
+from keras_mulrnn.data import corpora, load_text
+from keras_mulrnn.lm import lock
+from keras_mulrnn.lm.checkpoints import CheckpointManager
+from keras_mulrnn.lm.optimization import build_model
+from keras_mulrnn.lm.training import train
+from test_language_model import TEXT, small_config, small_corpus
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+# A long text, so that validation and the final evaluation take seconds.
+LONG = TEXT * 12
+
+
+def _data(tmp_path, text=TEXT, name="austen.txt"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _command(script, *arguments):
+    return [sys.executable, os.path.join(EXAMPLES, script), *map(str, arguments)]
+
+
+def _small_flags(data, output, *extra):
+    return ["--data", data, "--output", output, "--units", "16", "--rank", "8",
+            "--embedding-dim", "8", "--batch-size", "4", "--seq-len", "20", "--steps", "12",
+            "--eval-every", "4", "--valid-symbols", "300", "--eval-batch-size", "2",
+            "--test-batch-size", "4", "--sample-length", "10", *extra]
+
+
+def _script(tmp_path, script, *arguments, timeout=300):
+    return subprocess.run(_command(script, *arguments), env=ENV, capture_output=True,
+                          text=True, timeout=timeout, cwd=tmp_path)
+
+
+def _assert_one_clear_line(done):
+    assert done.returncode not in (0, None), done.stdout[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().startswith("error:") or "usage:" in done.stderr, done.stderr
+
+
+# ------------------------------------------------------------ losing or mixing a run
+
+
+def test_two_runs_aimed_at_one_directory(tmp_path):
+    data = _data(tmp_path, LONG)
+    output = tmp_path / "run"
+    first = subprocess.Popen(_command("train_text.py", *_small_flags(data, output)), env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (output / lock.LOCK_FILE).exists() or not (output / lock.LOCK_FILE).stat().st_size:
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    second = _script(tmp_path, "train_text.py", *_small_flags(data, output, "--seed", "5"))
+    _assert_one_clear_line(second)
+    assert f"in use by another run (process {first.pid}" in second.stderr
+    assert first.wait(timeout=300) == 0, first.stderr.read()[-3000:]
+    results = json.loads((output / "results.json").read_text())
+    assert results["config"]["seed"] == 0
+    assert all(line.split(",")[0].isdigit() for line in
+               (output / "log.csv").read_text().splitlines()[1:])
+
+
+def test_a_lock_left_by_a_dead_run_does_not_block(tmp_path):
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / lock.LOCK_FILE).write_text(json.dumps({"pid": 999999, "host": "gone"}))
+    results = train(small_corpus(), small_config(steps=4), output, verbose=0)
+    assert results["steps"] == 4
+    with lock.hold_directory(output):
+        with pytest.raises(lock.DirectoryInUse, match=f"process {os.getpid()}"):
+            train(small_corpus(), small_config(steps=4), output, resume=True, verbose=0)
+
+
+def test_a_setting_used_after_training_is_checked_before_the_first_step(tmp_path):
+    for bad in (dict(sample_length=-1), dict(sample_length=2.5), dict(seed=-1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            train(small_corpus(), small_config(**bad), tmp_path / "run", verbose=0)
+        assert not (tmp_path / "run").exists()
+
+
+def test_the_results_are_written_before_the_sample_and_resume_finishes_a_run(tmp_path,
+                                                                           monkeypatch):
+    from keras_mulrnn.lm import training
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("sampling failed")
+
+    monkeypatch.setattr(training, "generate", broken)
+    with pytest.raises(RuntimeError, match="sampling failed"):
+        train(small_corpus(), small_config(steps=4), tmp_path, verbose=0)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert np.isfinite(results["test_bpc"]) and "sample" not in results
+    monkeypatch.undo()
+    # --resume on a run whose training is done evaluates and writes what is missing.
+    again = train(small_corpus(), small_config(steps=4), tmp_path, resume=True, verbose=0)
+    assert again["test_bpc"] == results["test_bpc"] and again["steps_this_run"] == 0
+    assert again["chars_per_sec"] is None and "sample" in again
+    # And on a finished run it says so and returns the results as they are.
+    assert train(small_corpus(), small_config(steps=4), tmp_path, resume=True,
+                 verbose=0) == json.loads((tmp_path / "results.json").read_text())
+
+
+def test_resume_on_changed_data_is_refused(tmp_path):
+    data = _data(tmp_path)
+    train(load_text(data), small_config(steps=4, checkpoint_every=2), tmp_path / "run",
+          verbose=0)
+    with open(data, "a") as handle:
+        handle.write("It is a truth universally acknowledged.\n")  # no new symbol
+    with pytest.raises(ValueError, match=r"data differs.*train.*changed"):
+        train(load_text(data), small_config(steps=8, checkpoint_every=2), tmp_path / "run",
+              resume=True, verbose=0)
+
+
+def _damage_step(meta_path):
+    meta = json.loads(meta_path.read_text())
+    meta["step"] = 999
+    meta_path.write_text(json.dumps(meta))
+
+
+def _damage_config(meta_path):
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]
+    meta_path.write_text(json.dumps(meta))
+
+
+DAMAGES = {
+    "meta says another step": lambda path: _damage_step(path / "meta.json"),
+    "meta without its settings": lambda path: _damage_config(path / "meta.json"),
+    "meta is a list": lambda path: (path / "meta.json").write_text("[1, 2]"),
+    "meta is not JSON": lambda path: (path / "meta.json").write_text("{step: 4"),
+    "weights of another step": lambda path: shutil.copy(
+        path.parent / "ckpt-000000002" / "model.weights.h5", path / "model.weights.h5"),
+    "carried state of another shape": lambda path: np.savez(path / "carry.npz",
+                                                            np.zeros((3, 16))),
+    "random state missing": lambda path: os.remove(path / "random.npz"),
+    "random state of another model": lambda path: np.savez(path / "random.npz",
+                                                           *[np.zeros(7)] * 3),
+}
+
+
+DAMAGED_CONFIG = small_config(steps=8, eval_every=4, checkpoint_every=2)
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory):
+    """A run stopped at step 5, with its checkpoints of steps 2 and 4."""
+    output = tmp_path_factory.mktemp("interrupted") / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(small_corpus(), DAMAGED_CONFIG, output, verbose=0,
+              extra_callbacks=[_StopAt(5)])
+    assert CheckpointManager(output / "checkpoints").steps() == [2, 4]
+    return output
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))
+def test_a_damaged_checkpoint_is_set_aside_and_replaced(tmp_path, interrupted_run, damage):
+    config = DAMAGED_CONFIG
+    output = tmp_path / "run"
+    shutil.copytree(interrupted_run, output)
+    DAMAGES[damage](output / "checkpoints" / "ckpt-000000004")
+    with pytest.warns(UserWarning, match="ckpt-000000004.*set aside"):
+        results = train(small_corpus(), config, output, resume=True, verbose=0)
+    assert results["steps_this_run"] == 6  # from step 2
+    assert (output / "checkpoints" / "damaged-ckpt-000000004").is_dir()
+    # The damaged checkpoint is never read again: a later resume does not fall back.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert train(small_corpus(), config, output, resume=True, verbose=0)["steps"] == 8
+
+
+class _StopAt(keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
+            raise KeyboardInterrupt
+
+
+# ------------------------------------------------------------------ silent wrong results
+
+
+@pytest.mark.parametrize("field,value", [
+    ("clipnorm", 0.0), ("clipnorm", -1.0), ("clipnorm", float("nan")),
+    ("clipnorm", float("inf")), ("learning_rate", float("inf")),
+    ("learning_rate", float("nan")), ("valid_symbols", -5), ("valid_symbols", 1),
+    ("seed", -1), ("nan_rollbacks", -1), ("checkpoint_every", 0), ("eval_every", 0),
+    ("steps_per_execution", 0), ("jit_compile", "yes"), ("weight_norm", 1),
+])
+def test_every_bad_value_is_refused_naming_its_setting(field, value):
+    with pytest.raises(ValueError, match=f"`{field}`"):
+        small_config(**{field: value}).validate()
+
+
+def test_no_clipping_is_said_as_none():
+    assert small_config(clipnorm=None).validate().clipnorm is None
+
+
+def test_quick_never_outwits_an_explicit_or_abbreviated_flag(tmp_path):
+    data = _data(tmp_path)
+    done = _script(tmp_path, "train_enwik8.py", "--quick", "--data", data, "--unit", "32")
+    _assert_one_clear_line(done)
+    assert "unrecognized arguments: --unit 32" in done.stderr
+    from keras_mulrnn.lm import cli
+
+    parser = cli.parser("x", {}, "data")
+    for argv in (["--quick", "--units=32"], ["--quick", "--units", "32"]):
+        args = parser.parse_args(argv)
+        assert cli.config_from(args, parser, argv).units == 32
+    args = parser.parse_args(["--quick"])
+    assert cli.config_from(args, parser, ["--quick"]).units == cli.QUICK["units"]
+
+
+def test_the_run_stops_at_exactly_its_steps_whatever_the_steps_per_execution(tmp_path):
+    results = train(small_corpus(), small_config(steps=25, eval_every=10,
+                                                 steps_per_execution=4), tmp_path, verbose=0)
+    assert results["steps"] == 25
+    assert CheckpointManager(tmp_path / "checkpoints").steps() == [20, 25]
+
+
+def test_a_byte_order_mark_is_not_a_symbol(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeff".encode("utf-8") + "abc abc\n".encode("utf-8") * 50)
+    corpus = load_text(path)
+    assert "\ufeff" not in corpus.vocabulary.symbols
+    assert len(corpus.vocabulary) == 5
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["--budget", "0"], "--budget must be a positive"),
+    (["--seeds", "0"], "--seeds must be at least 1"),
+])
+def test_study_counts_are_checked(tmp_path, arguments, message):
+    done = _script(tmp_path, "compare_sharing.py", "--output", tmp_path / "s", *arguments)
+    _assert_one_clear_line(done)
+    assert message in done.stderr and not (tmp_path / "s").exists()
+
+
+def test_study_budget_of_zero_is_refused_in_the_library():
+    from keras_mulrnn.analysis.study import plan_study
+
+    with pytest.raises(ValueError, match="budget"):
+        plan_study(small_config(), ("lstm",), ("shared",), seeds=1, budget=0)
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["--max-trials", "0"], "--max-trials must be at least 1"),
+    (["--executions-per-trial", "0"], "--executions-per-trial must be at least 1"),
+    (["--steps-per-trial", "-3"], "--steps-per-trial must be at least 1"),
+])
+def test_tuner_counts_are_checked(tmp_path, arguments, message):
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tuning", "search.py"),
+                           "--directory", str(tmp_path / "t"), *arguments], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and message in done.stderr and not (tmp_path / "t").exists()
+
+
+# ------------------------------------------------------------- crashes and tracebacks
+
+
+def _plain_model_file(path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.save(path)
+    return path
+
+
+def _zip_without_config(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "not a model")
+    return path
+
+
+def _unknown_class(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps(
+            {"module": "somebody.layers", "class_name": "Mystery", "config": {},
+             "registered_name": "somebody>Mystery"}))
+        archive.writestr("metadata.json", json.dumps({"keras_version": keras.__version__}))
+    return path
+
+
+def _garbage(path):
+    path.write_bytes(os.urandom(2000))
+    return path
+
+
+@pytest.mark.parametrize("make,message", [
+    (_plain_model_file, "holds a Sequential, not a keras_mulrnn CharLanguageModel"),
+    (_zip_without_config, "holds no config.json"),
+    (_unknown_class, "could not be loaded as a Keras model"),
+    (_garbage, "is not a Keras model file"),
+], ids=["plain Sequential", "zip without config", "unknown class", "garbage"])
+def test_a_file_that_is_not_a_model_of_this_package(tmp_path, make, message):
+    path = make(tmp_path / "model.keras")
+    for script in ("generate.py", "evaluate.py"):
+        arguments = ["--model", path] + (["--prompt", "It"] if script == "generate.py" else [])
+        done = _script(tmp_path, script, *arguments)
+        _assert_one_clear_line(done)
+        assert message in done.stderr, done.stderr
+
+
+def test_a_data_file_larger_than_memory_is_refused_before_reading(tmp_path, monkeypatch):
+    path = _data(tmp_path)
+    monkeypatch.setattr(corpora, "_physical_memory", lambda: 1000)
+    with pytest.raises(MemoryError, match=r"needs about .* GiB of memory, more than"):
+        load_text(path)
+
+
+def test_a_named_pipe_is_not_an_empty_file(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"named pipe \(FIFO\)"):
+        load_text(fifo)
+
+
+def test_a_model_too_large_for_the_machine_is_refused_before_it_is_built(tmp_path):
+    done = _script(tmp_path, "train_text.py", "--data", _data(tmp_path), "--output",
+                   tmp_path / "out", "--units", "200000")
+    _assert_one_clear_line(done)
+    assert "GiB to train" in done.stderr and "Use fewer units" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_one_symbol_corpus_gets_a_clear_message(tmp_path):
+    with pytest.raises(ValueError, match="1 distinct symbol"):
+        train(corpora.corpus_from_text("a", "a" * 5000), small_config(), tmp_path / "o",
+              verbose=0)
+
+
+def test_tuning_directory_that_is_a_file_and_a_report_with_no_finished_trials(tmp_path):
+    (tmp_path / "file").write_text("x")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tuning", "search.py"),
+                           "--directory", str(tmp_path / "file")], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    _assert_one_clear_line(done)
+    assert "is a file" in done.stderr
+    project = tmp_path / "tuning" / "empty"
+    (project / "trial_0").mkdir(parents=True)
+    (project / "trial_0" / "trial.json").write_text(json.dumps(
+        {"trial_id": "0", "status": "RUNNING", "score": None,
+         "hyperparameters": {"values": {}}}))
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tuning", "report.py"),
+                           "--directory", str(tmp_path / "tuning"), "--project-name",
+                           "empty"], env=ENV, capture_output=True, text=True, timeout=300)
+    _assert_one_clear_line(done)
+    assert "no finished trials" in done.stderr
+
+
+def test_a_huge_generation_is_bounded_and_a_long_one_streams(tmp_path):
+    model = tmp_path / "model.keras"
+    train(small_corpus(), small_config(steps=2), tmp_path / "run", verbose=0)
+    shutil.copy(tmp_path / "run" / "model.keras", model)
+    done = _script(tmp_path, "generate.py", "--model", model, "--prompt", "It",
+                   "--length", "100000000")
+    _assert_one_clear_line(done)
+    assert "--length must be in [0, 10,000,000]" in done.stderr
+    process = subprocess.Popen(_command("generate.py", "--model", model, "--prompt", "It",
+                                        "--length", "1000000"), env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = process.stdout.read(300)  # arrives while the rest is being sampled
+        assert first.startswith("It") and len(first) == 300
+        assert process.poll() is None
+        assert "more minutes" in process.stderr.readline() + process.stderr.readline()
+    finally:
+        process.kill()
+        process.wait()
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def _start(tmp_path, data, output, *extra):
+    return subprocess.Popen(_command("train_text.py", *_small_flags(data, output, *extra)),
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+
+
+def _wait_for_line(process, text, timeout=300):
+    deadline = time.monotonic() + timeout
+    lines = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"no line with {text!r} in {lines}")
+
+
+@pytest.mark.slow
+def test_signals_at_every_moment_stop_cleanly_and_lose_nothing(tmp_path):
+    # Validation and the final evaluation score every symbol one by one: seconds each.
+    data = _data(tmp_path, TEXT * 60)
+    full = ["--valid-symbols", "none", "--eval-batch-size", "1", "--test-batch-size", "1"]
+
+    # Two SIGINTs in quick succession: stopped at once, with a message, no traceback.
+    output = tmp_path / "twice"
+    process = _start(tmp_path, data, output, *full)
+    _wait_for_line(process, "steps 1–4 of 12")
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert "SIGINT again: stopped at once" in stderr or "Interrupted at step" in stderr
+    resumed = _script(tmp_path, "train_text.py", *_small_flags(data, output, *full,
+                                                               "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    # SIGTERM during the last validation: the run stops there with its checkpoint, exit 130.
+    output = tmp_path / "last-validation"
+    process = _start(tmp_path, data, output, *full, "--checkpoint-every", "1")
+    checkpoints = output / "checkpoints"
+    deadline = time.monotonic() + 300
+    while not (checkpoints / "ckpt-000000011").exists():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.01)
+    time.sleep(0.3)  # step 12 trains in well under this; its validation takes seconds
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, (stdout[-2000:], stderr[-2000:])
+    assert "Interrupted at step 12 of 12" in stderr and "Traceback" not in stderr
+    assert CheckpointManager(checkpoints).steps()[-1] == 12
+    assert not (output / "results.json").exists()
+
+    # SIGTERM and SIGINT during the final evaluation: a message, exit 130, and --resume
+    # evaluates what the run had not.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        output = tmp_path / f"final-{signum}"
+        process = _start(tmp_path, data, output, *full)
+        _wait_for_line(process, "steps 9–12 of 12")
+        time.sleep(0.2)
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 130, (stdout[-2000:], stderr[-2000:])
+        assert "during the final evaluation" in stderr and "Traceback" not in stderr
+        assert not (output / "results.json").exists()
+        resumed = _script(tmp_path, "train_text.py", *_small_flags(data, output, *full,
+                                                                   "--resume"))
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert json.loads((output / "results.json").read_text())["steps_this_run"] == 0
