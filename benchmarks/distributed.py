@@ -32,10 +32,10 @@ def main():
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * args.devices)
 
+    from keras_mulrnn import backend
     from keras_mulrnn.data.corpora import corpus_from_bytes
-    from keras_mulrnn.distribute import make_strategy, xla_supported
     from keras_mulrnn.lm.config import TrainConfig
-from keras_mulrnn.lm.training import train
+    from keras_mulrnn.lm.training import train
 
     rng = np.random.default_rng(0)
     corpus = corpus_from_bytes("random", rng.integers(0, 64, 2_000_000, dtype=np.uint8).tobytes())
@@ -49,9 +49,9 @@ from keras_mulrnn.lm.training import train
                              strategy=strategy, jit_compile=jit)
         name = f"{strategy}-{'xla' if jit else 'noxla'}"
         results = train(corpus, config, os.path.join(args.output, name), verbose=0)
-        distributed = make_strategy(strategy)
-        rows.append((strategy, distributed.num_replicas_in_sync,
-                     jit and xla_supported(distributed), results["chars_per_sec"]))
+        distribution = backend.make_distribution(strategy)
+        rows.append((strategy, distribution.replicas,
+                     jit and distribution.xla_supported(), results["chars_per_sec"]))
     base = rows[1][3]
     print(f"units {args.units}, global batch {args.batch_size} × {args.seq_len}, "
           f"{args.steps} steps\n")

@@ -1,118 +1,57 @@
 """Training throughput of the cells against Keras's LSTM and GRU, side by side in one process.
 
-    python benchmarks/throughput.py --quick            # a reduced grid, under 3 minutes
-    python benchmarks/throughput.py --json > out.jsonl # the full grid, one JSON per line
+    python benchmarks/throughput.py --quick                 # a reduced grid, a few minutes
+    python benchmarks/throughput.py --quick --backend jax   # the same on JAX (its own process)
+    python benchmarks/throughput.py --json > out.jsonl      # the full grid, one JSON per line
 
 Each configuration is a character model (embedding 64 → one recurrent layer → logits over a
 vocabulary of 205) trained on random symbols with Adam: forward, backward and update. After a
 warm-up, a fixed number of steps is timed. Reported per configuration: characters per second,
 the analytic FLOPs per character (matrix products only; training = 3 × forward), the achieved
-GFLOP/s, and the "peak": the GFLOP/s of a plain float32 matrix product of the recurrent
-step's shape `(batch, units) @ (units, width)` measured in the same run.
+GFLOP/s, and the "peak": the GFLOP/s of a float32 matrix product of the recurrent step's shape
+`(batch, units) @ (units, width)` measured in the same run. Ratios are taken within one run
+(one backend): JAX runs XLA always, so its grid has only `jit=True` rows.
 """
 
 import argparse
 import json
-import platform
-import time
 
-import keras
-import numpy as np
-import tensorflow as tf
+from common import (  # benchmarks/ is the script's directory
+    EMBEDDING,
+    GATES,
+    build_model,
+    choose_backend,
+    describe_machine,
+    flops_per_char,
+    matmul_rate,
+    time_training,
+)
 
-import keras_mulrnn as km
-
-VOCABULARY, EMBEDDING, SEQ_LEN = 205, 64, 100
-
-
-def flops_per_char(family, parametrization, units, rank):
-    """Forward multiply-adds × 2 per character for the matrix products of the model."""
-    gates = {"rnn": 1, "lstm": 4, "gru": 3}[family]
-    d, n = EMBEDDING, units
-    flops = 2 * n * VOCABULARY  # the output layer
-    if parametrization == "additive":
-        flops += 2 * (d * gates * n + n * gates * n)
-    else:
-        groups = len(km.make_cell(family, parametrization, units=n, rank=rank).groups)
-        flops += 2 * (d * gates * n + d * groups * rank + n * groups * rank + rank * gates * n)
-    return flops
+choose_backend()
 
 
-def matmul_peak(batch, units, width, seconds=1.0):
-    """GFLOP/s of `(batch, units) @ (units, width)` in float32, compiled, repeated."""
-    a = tf.random.normal((batch, units))
-    b = tf.random.normal((units, width))
-
-    @tf.function
-    def repeat(a, b):
-        def body(i, acc):
-            return i + 1, acc + tf.matmul(a + tf.cast(i, tf.float32) * 1e-9, b)[0, 0]
-
-        return tf.while_loop(lambda i, _: i < 50, body, (0, 0.0))[1]
-
-    repeat(a, b)
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        repeat(a, b).numpy()
-        count += 50
-    return 2 * batch * units * width * count / (time.perf_counter() - started) / 1e9
-
-
-def build(family, parametrization, units, rank, jit, fused=True):
-    if parametrization == "keras":
-        layer_class = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[family]
-        recurrent = layer_class(units, return_sequences=True)
-    else:
-        recurrent = km.make_layer(family, parametrization, units=units, rank=rank,
-                                  return_sequences=True, fused=fused)
-    model = keras.Sequential([
-        keras.Input((SEQ_LEN,), dtype="int32"),
-        keras.layers.Embedding(VOCABULARY, EMBEDDING),
-        recurrent,
-        keras.layers.Dense(VOCABULARY),
-    ])
-    model.compile(keras.optimizers.Adam(1e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=jit)
-    return model
-
-
-def time_training(model, batch, warmup, steps):
-    """Characters per second of `steps` training steps after `warmup` (compilation) ones.
-
-    `train_on_batch` runs the compiled step on ready arrays: no `tf.data` pipeline whose
-    background threads would outlive one configuration and slow the next.
-    """
-    rng = np.random.default_rng(0)
-    data = rng.integers(0, VOCABULARY, (warmup + steps, batch, SEQ_LEN + 1)).astype("int32")
-    for x in data[:warmup]:
-        model.train_on_batch(x[:, :-1], x[:, 1:])
-    started = time.perf_counter()
-    for x in data[warmup:]:
-        model.train_on_batch(x[:, :-1], x[:, 1:])
-    return steps * batch * SEQ_LEN / (time.perf_counter() - started)
-
-
-def grid(quick, units=None, batches=None, only=None, jit=None):
+def grid(quick, jits, units=None, batches=None, only=None):
     references = [("lstm", "keras"), ("gru", "keras")]
     ours = [(family, p) for family in ("rnn", "lstm", "gru")
             for p in ("additive", "shared", "unshared")]
-    if units or batches or only or jit:
+    if units or batches or only:
         models = [tuple(name.split("/")) for name in only] if only else references + ours
         return [(f, p, u, b, j) for u in units or (256, 1024) for b in batches or (64, 128)
-                for j in jit or (False, True) for f, p in models]
+                for j in jits for f, p in models]
     if quick:
         return [(f, p, 256, 64, jit) for f, p in references[:1] + [("lstm", "additive"),
                                                                      ("lstm", "shared"),
                                                                      ("lstm", "unshared")]
-                for jit in (False, True)]
+                for jit in jits]
     return [(f, p, units, batch, jit) for units in (256, 1024) for batch in (64, 128)
-            for jit in (False, True) for f, p in references + ours]
+            for jit in jits for f, p in references + ours]
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a reduced grid, under 3 minutes")
+    p.add_argument("--backend", choices=("tensorflow", "jax"), default=None,
+                   help="the Keras backend (default: KERAS_BACKEND, else TensorFlow)")
+    p.add_argument("--quick", action="store_true", help="a reduced grid, a few minutes")
     p.add_argument("--json", action="store_true", help="one JSON record per configuration")
     p.add_argument("--markdown", action="store_true", help="a Markdown table")
     p.add_argument("--steps", type=int, default=None,
@@ -125,31 +64,36 @@ def main():
     p.add_argument("--batch", type=int, nargs="*", help="a sub-grid: these batch sizes only")
     p.add_argument("--only", nargs="*", help="a sub-grid: e.g. lstm/keras lstm/shared")
     p.add_argument("--jit", type=lambda s: s.lower() == "true", nargs="*",
-                   help="a sub-grid: true and/or false")
+                   help="a sub-grid: true and/or false (TensorFlow; JAX always compiles)")
     args = p.parse_args()
+    import keras
+
+    import keras_mulrnn as km
+
+    on_jax = keras.backend.backend() == "jax"
+    jits = (True,) if on_jax else tuple(args.jit or (False, True))
     peaks = {}
     columns = ["name", "units", "rank", "batch", "jit", "chars/s", "MFLOP/char", "GFLOP/s",
                "peak GFLOP/s", "% of peak"]
     if args.markdown:
+        print(f"<!-- {describe_machine()} -->")
         print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     elif not args.json:
-        print(f"# {platform.processor() or platform.machine()}, TF {tf.__version__}, "
-              f"Keras {keras.__version__}")
+        print(f"# {describe_machine()}")
         print(f"{'name':24} {'units':>5} {'rank':>5} {'batch':>5} {'jit':>5} "
               f"{'chars/s':>9} {'MFLOP/ch':>9} {'GFLOP/s':>8} {'peak':>7} {'%peak':>6}")
     prepared = []
-    for family, parametrization, units, batch, jit in grid(args.quick, args.units, args.batch,
-                                                             args.only, args.jit):
+    for family, parametrization, units, batch, jit in grid(args.quick, jits, args.units,
+                                                             args.batch, args.only):
         rank = None
         if parametrization == "shared":
             rank = units
         elif parametrization == "unshared":
             rank = km.matching_rank(family, "unshared", units, EMBEDDING, like="shared")
-        analytic = flops_per_char(family, "additive" if parametrization == "keras"
-                                  else parametrization, units, rank)
-        width = {"rnn": 1, "lstm": 4, "gru": 3}[family] * units
+        analytic = flops_per_char(family, parametrization, units, rank)
+        width = GATES[family] * units
         if (batch, units, width) not in peaks:
-            peaks[(batch, units, width)] = matmul_peak(batch, units, width)
+            peaks[(batch, units, width)] = matmul_rate(batch, units, width)
         prepared.append((family, parametrization, units, batch, jit, rank, analytic, width))
     # Round-robin repetitions, best of each: a shared, noisy machine slows some runs, never
     # speeds them up, so the best time is the closest to what the code costs.
@@ -160,7 +104,7 @@ def main():
             family, parametrization, units, batch, jit, rank, analytic, width = config
             if config not in models or args.repeat == 1:
                 keras.utils.set_random_seed(0)
-                models[config] = build(family, parametrization, units, rank, jit)
+                models[config] = build_model(family, parametrization, units, rank, jit)
             steps = args.steps or (max(4, 65536 // (units * batch // 16)) if units <= 256
                                    else 4)
             chars = time_training(models[config], batch, args.warmup, steps)
@@ -176,7 +120,8 @@ def main():
         record = dict(name=name, family=family, sharing=parametrization, units=units,
                       rank=rank, batch=batch, jit=jit, chars_per_sec=round(chars, 1),
                       flops_per_char=3 * analytic, gflops=round(gflops, 2),
-                      peak_gflops=round(peaks[(batch, units, width)], 2))
+                      peak_gflops=round(peaks[(batch, units, width)], 2),
+                      backend=keras.backend.backend())
         share = 100 * gflops / record["peak_gflops"]
         if args.json:
             print(json.dumps(record), flush=True)

@@ -39,13 +39,14 @@ def main():
                         help="runs per parametrization, seeds --seed, --seed + 1, …")
     parser.add_argument("--analysis", action="store_true",
                         help="also measure error recovery and state smoothness")
-    args, base = cli.start(parser)
+    args = parser.parse_args()
     if args.data is not None and args.tfds is not None:
         parser.error("give at most one of --data FILE or --tfds NAME")
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
     if args.budget is not None and args.budget < 1:
         parser.error(f"--budget must be a positive number of weights, got {args.budget}")
+    base = cli.configure(args, parser)
     from keras_mulrnn.analysis.study import plan_study, run_study
     from keras_mulrnn.data import load_embedded, load_text, load_tfds
 

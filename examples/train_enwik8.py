@@ -8,10 +8,10 @@
 The defaults follow the regularized mLSTM of Krause et al. (2016) on enwik8; the README says
 what matches the paper and what differs. `--quick` trains a small model for a few minutes on
 a CPU; without `--data` it trains on the small corpus embedded in the package (Tiny
-Shakespeare), never on enwik8 silently replaced.
+Shakespeare), never on enwik8 silently replaced. `--help` lists every flag.
 """
 
-from keras_mulrnn.lm import cli
+from keras_mulrnn.lm import cli, commands
 
 DEFAULTS = dict(
     family="lstm", parametrization="shared", units=2800, embedding_dim=400, num_layers=1,
@@ -21,23 +21,7 @@ DEFAULTS = dict(
     steps_per_execution=10,
 )
 
-
-def main():
-    parser = cli.parser("enwik8 character language model", DEFAULTS,
-                        "enwik8, enwik8.zip, or any byte file (split 90/5/5); default: "
-                        "download enwik8 into the Keras cache (with --quick: the embedded "
-                        "corpus)", prog="train_enwik8.py")
-    args, config = cli.start(parser)
-    from keras_mulrnn.data import load_embedded, load_enwik8
-
-    if args.quick and args.data is None:
-        print("--quick without --data: training on the corpus embedded in the package "
-              "(Tiny Shakespeare, 1.1 MB, public domain). Give --data for enwik8.")
-        corpus = load_embedded()
-    else:
-        corpus = load_enwik8(args.data)
-    cli.run(corpus, config, args)
-
-
 if __name__ == "__main__":
-    cli.guarded(main)
+    cli.guarded(lambda: commands.train(
+        description="enwik8 character language model (the mLSTM of Krause et al., 2016)",
+        defaults=DEFAULTS, corpus="enwik8", prog="train_enwik8.py"))

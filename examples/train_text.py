@@ -8,34 +8,8 @@
 A file is split 90% / 5% / 5% (train / valid / test) in order.
 """
 
-from keras_mulrnn.lm import cli
-
-DEFAULTS = dict(family="lstm", parametrization="shared", units=512, embedding_dim=64,
-                batch_size=32, seq_len=100, steps=5000, eval_every=500, eval_batch_size=16,
-                test_batch_size=1)
-
-
-def main():
-    parser = cli.parser("text character language model", DEFAULTS,
-                        "a UTF-8 text or byte file (default: the corpus embedded in the "
-                        "package)", prog="train_text.py")
-    parser.add_argument("--kind", choices=("char", "byte"), default="char",
-                        help="read --data as UTF-8 characters or as raw bytes")
-    parser.add_argument("--tfds", help="a TFDS text dataset name instead of --data "
-                                       "(needs the tfds extra and, once, the network)")
-    args, config = cli.start(parser)
-    if args.data is not None and args.tfds is not None:
-        parser.error("give at most one of --data FILE or --tfds NAME")
-    from keras_mulrnn.data import load_embedded, load_text, load_tfds
-
-    if args.tfds:
-        corpus = load_tfds(args.tfds, args.kind)
-    elif args.data:
-        corpus = load_text(args.data, args.kind)
-    else:
-        corpus = load_embedded()
-    cli.run(corpus, config, args)
-
+from keras_mulrnn.lm import cli, commands
 
 if __name__ == "__main__":
-    cli.guarded(main)
+    cli.guarded(lambda: commands.train(
+        description="text character language model", prog="train_text.py"))

@@ -53,8 +53,14 @@ _PUBLIC = {
 
 __all__ = list(_PUBLIC)
 
+# The subpackages and modules, also reachable as attributes (`keras_mulrnn.data`).
+_SUBMODULES = ("analysis", "backend", "cells", "data", "factory", "layers", "lm", "params",
+               "saving", "validation")
+
 
 def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     if name not in _PUBLIC:
         raise AttributeError(f"module 'keras_mulrnn' has no attribute {name!r}")
     for public, module in _PUBLIC.items():

@@ -116,11 +116,14 @@ def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
             np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_cell_reference_tests_pass_on_jax():
-    # The gradient checks use tf.GradientTape; everything else runs on JAX as written.
+def test_cell_reference_and_fused_loop_tests_pass_on_jax():
+    """The cells' reference tests (but the float64 finite differences, which JAX runs in
+    float32 unless told otherwise), and the JAX fused loop against JAX's own autodiff of the
+    generic loop (in chunks, compiled, and where it does not apply)."""
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-         os.path.join(HERE, "test_cells_reference.py"), "-k", "not gradients"],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+         os.path.join(HERE, "test_cells_reference.py"), os.path.join(HERE, "test_layers.py"),
+         "-k", "(test_cells_reference and not gradients) or chunked or compiles or generic"],
         capture_output=True, text=True, env=_env("jax"), cwd=ROOT, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" in done.stdout and " failed" not in done.stdout

@@ -237,36 +237,53 @@ def fused_and_plain(family, sharing, **options):
     return fused, plain
 
 
+def outputs_and_gradients(layer, xs, probe, jit_compile=False, key="gradients"):
+    """`layer`'s outputs and states on `xs` (training), and the gradients of a loss of them
+    with respect to every trainable weight and to `xs`: one compiled function, through the
+    backend interface (`tf.GradientTape` on TensorFlow, `jax.value_and_grad` on JAX)."""
+    from keras_mulrnn import backend
+
+    inputs = keras.Variable(xs, name="inputs")
+
+    def build():
+        def compute():
+            def loss():
+                out, *states = layer(inputs.value, training=True)
+                total = keras.ops.sum(out * probe) + sum(keras.ops.sum(s * s) for s in states)
+                return total, [out, *states]
+
+            (_, values), gradients = backend.value_and_gradients(
+                loss, layer.trainable_variables + [inputs])
+            return [*values, *gradients]
+
+        return compute
+
+    return [keras.ops.convert_to_numpy(value) for value in
+            backend.compile_function(layer, key, build, jit_compile)()]
+
+
 @pytest.mark.parametrize("family,sharing", [
     ("lstm", "shared"), ("lstm", "unshared"), ("gru", "shared"), ("gru", "unshared"),
     ("rnn", "shared"), ("lstm", "additive"), ("gru", "additive"),
     ("lstm", (("i", "f"), ("o", "u"))),
 ])
 @pytest.mark.parametrize("go_backwards", [False, True])
-@pytest.mark.parametrize("chunk_steps", [32, 5])  # one chunk; chunks of 5, 5 and 2 steps
+@pytest.mark.parametrize("chunk_steps", [32, 5], ids=["whole", "chunked"])  # 12 steps
 def test_fused_loop_equals_the_plain_loop_with_gradients(family, sharing, go_backwards,
                                                          chunk_steps, monkeypatch):
     """The hand-written backward pass is an optimization, not a new model: outputs, final
-    states and every gradient equal those of Keras's generic loop."""
-    import tensorflow as tf
-
+    states and every gradient equal those of Keras's generic loop (on every backend that has
+    one: this file also runs on JAX, `test_backends.py`)."""
+    from keras_mulrnn import backend
     from keras_mulrnn.backend import fused as fused_module
 
     monkeypatch.setattr(fused_module, "CHUNK_STEPS", chunk_steps)
-
     fused, plain = fused_and_plain(family, sharing, return_state=True,
                                    go_backwards=go_backwards, recurrent_dropout=0.25, seed=4)
-    xs = tf.constant(inputs())
+    assert backend.fused_sequence(fused.cell) is not None
     probe = np.random.default_rng(9).standard_normal((3, 12, N)).astype("float32")
-    results = []
-    for layer in (fused, plain):
-        with tf.GradientTape() as tape:
-            tape.watch(xs)
-            out, *states = layer(xs, training=True)
-            loss = tf.reduce_sum(out * probe) + sum(tf.reduce_sum(s * s) for s in states)
-        grads = tape.gradient(loss, layer.trainable_variables + [xs])
-        results.append([out, *states, *grads])
-    for got, want in zip(*results):
+    results = [outputs_and_gradients(layer, inputs(), probe) for layer in (fused, plain)]
+    for got, want in zip(*results, strict=True):
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
 
 
@@ -276,23 +293,23 @@ def test_fused_loop_compiles_with_xla_in_chunks(family, sharing, monkeypatch):
     """Under XLA every shape must be static, the chunks of the backward pass included:
     the fused loop compiled with `jit_compile=True` (chunks of 5, 5 and 2 steps) gives the
     plain loop's outputs and gradients."""
-    import tensorflow as tf
-
     from keras_mulrnn.backend import fused as fused_module
 
     monkeypatch.setattr(fused_module, "CHUNK_STEPS", 5)
-    # (No dropout: a compiled function draws other masks than an eager call.)
-    fused, plain = fused_and_plain(family, sharing)
-    xs = tf.constant(inputs())
+    fused, plain = fused_and_plain(family, sharing, return_state=True)
     probe = np.random.default_rng(9).standard_normal((3, 12, N)).astype("float32")
-
-    def outputs_and_gradients(layer):
-        with tf.GradientTape() as tape:
-            tape.watch(xs)
-            out = layer(xs, training=True)
-            loss = tf.reduce_sum(out * probe)
-        return [out, *tape.gradient(loss, layer.trainable_variables + [xs])]
-
-    compiled = tf.function(outputs_and_gradients, jit_compile=True)(fused)
-    for got, want in zip(compiled, outputs_and_gradients(plain), strict=True):
+    compiled = outputs_and_gradients(fused, inputs(), probe, jit_compile=True)
+    for got, want in zip(compiled, outputs_and_gradients(plain, inputs(), probe), strict=True):
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sharing,mask", [((("i", "f", "o"), ("u",)), False),
+                                          ("shared", True)])
+def test_the_generic_loop_serves_where_the_fused_one_does_not_apply(sharing, mask):
+    """Unequal groups and masks are not the fused function's: the generic loop runs them
+    (the mask and unequal-partition tests above check its results)."""
+    from keras_mulrnn.backend import fused as fused_module
+
+    layer = km.make_layer("lstm", sharing, units=N, rank=5)
+    mask_value = np.ones((3, 12), bool) if mask else None
+    assert not fused_module.supports(layer.cell, mask_value, unroll=False)

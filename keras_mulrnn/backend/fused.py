@@ -82,20 +82,24 @@ def rows(tensor):
     return ops.reshape(tensor, (-1, tensor.shape[-1]))
 
 
-def weight_gradients(cell, h_rows, d_r_rows, m_rows=None, d_mh_rows=None):
-    """The recurrent weight gradients of one chunk, each one product over all its rows."""
+def weight_gradients(cell, rows_product, h_rows, d_r_rows, m_rows=None, d_mh_rows=None):
+    """The recurrent weight gradients of one chunk, each one product over all its rows.
+
+    `rows_product(a, b)` is the backend's `aᵀ b` for `a` `(..., rows, x)` and `b`
+    `(..., rows, y)`: a contraction over the long rows dimension, which each backend's
+    matrix multiply runs best in its own way."""
     if not cell.multiplicative:
-        return [ops.matmul(ops.transpose(h_rows), d_r_rows)]
-    return [ops.matmul(ops.transpose(h_rows), d_mh_rows),
-            _transition_weight_gradient(cell, m_rows, d_r_rows)]
+        return [rows_product(h_rows, d_r_rows)]
+    return [rows_product(h_rows, d_mh_rows), _transition_weight_gradient(
+        cell, rows_product, m_rows, d_r_rows)]
 
 
-def _transition_weight_gradient(cell, m_rows, d_r_rows):
+def _transition_weight_gradient(cell, rows_product, m_rows, d_r_rows):
     """The gradient of the arranged transition weights from all rows at once."""
     if len(cell.groups) == 1:
-        return ops.matmul(ops.transpose(m_rows), d_r_rows)
+        return rows_product(m_rows, d_r_rows)
     groups = len(cell.groups)
-    m = ops.transpose(ops.reshape(m_rows, (-1, groups, cell.rank)), (1, 2, 0))
+    m = ops.transpose(ops.reshape(m_rows, (-1, groups, cell.rank)), (1, 0, 2))
     d_r = ops.transpose(ops.reshape(d_r_rows, (-1, groups, d_r_rows.shape[-1] // groups)),
                         (1, 0, 2))
-    return ops.matmul(m, d_r)  # (groups, rank, size)
+    return rows_product(m, d_r)  # (groups, rank, size)

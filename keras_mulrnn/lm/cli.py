@@ -130,13 +130,12 @@ def explicit_flags(parser_, argv=None):
     return set(vars(known))
 
 
-def start(parser_, argv=None):
-    """Parses the command line, starts the backend (see `start_backend`) and returns
-    `(args, config)`, the configuration checked."""
-    args = parser_.parse_args(argv)
+def configure(args, parser_, argv=None):
+    """The checked `TrainConfig` of parsed `args`, once the backend has started (see
+    `start_backend`)."""
     config = config_from(args, parser_, argv)
     start_backend(args, config.strategy)
-    return args, config.validate()
+    return config.validate()
 
 
 def start_backend(args, strategy="default"):

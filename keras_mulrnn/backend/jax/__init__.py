@@ -12,15 +12,11 @@ import keras
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 
 from keras_mulrnn.backend.jax.distribute import make_distribution
+from keras_mulrnn.backend.jax.fused import sequence_function as fused_sequence
 
 __all__ = ["fused_sequence", "compile_function", "value_and_gradients", "categorical",
            "make_distribution", "replica_sum", "step_logs", "sync_model_state",
            "enable_determinism"]
-
-
-def fused_sequence(cell):
-    """No fused sequence function on JAX yet: Keras's generic loop (`lax.scan`) runs."""
-    return None
 
 
 def compile_function(fn, model, jit_compile):

@@ -107,12 +107,18 @@ def _backward(cell, sequence, mask, states0, recurrent, saved, d_outputs, d_fina
         h_rows = plan.rows(tf.cast(h_prev[start:end] * mask, sequence.dtype))
         if cell.multiplicative:
             grads = plan.weight_gradients(
-                cell, h_rows, plan.rows(arrays[0].stack()),
+                cell, _rows_product, h_rows, plan.rows(arrays[0].stack()),
                 m_rows=plan.rows(products[0].gather(tf.range(start, end))),
                 d_mh_rows=plan.rows(arrays[1].stack()))
         else:
-            grads = plan.weight_gradients(cell, h_rows, plan.rows(arrays[0].stack()))
+            grads = plan.weight_gradients(cell, _rows_product, h_rows,
+                                          plan.rows(arrays[0].stack()))
         d_weights = [total + tf.cast(g, total.dtype) for total, g in zip(d_weights, grads)]
     d_recurrent = [tf.cast(g, w.dtype) for g, w in zip(d_weights, recurrent)]
     # The recurrent dropout mask is drawn, not learned: it gets no gradient.
     return (d_sequence.stack(), None, *d_states, *d_recurrent)
+
+
+def _rows_product(a, b):
+    """`aᵀ b` over the rows: TensorFlow's matmul reads `a` transposed in place."""
+    return tf.matmul(a, b, transpose_a=True)

@@ -1,0 +1,123 @@
+"""What the benchmarks share: the choice of backend, the analytic FLOPs of a character model,
+the model itself, its training speed, and a matrix product's rate measured in the same process
+(the reference the achieved rates are compared with, since machines are shared and noisy)."""
+
+import os
+import sys
+import time
+
+VOCABULARY, EMBEDDING, SEQ_LEN = 205, 64, 100
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def choose_backend():
+    """Sets `KERAS_BACKEND` from a `--backend NAME` argument; call it before Keras loads."""
+    if "--backend" in sys.argv:
+        os.environ["KERAS_BACKEND"] = sys.argv[sys.argv.index("--backend") + 1]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def flops_per_char(family, parametrization, units, rank, embedding=EMBEDDING,
+                   vocabulary=VOCABULARY):
+    """Forward multiply-adds × 2 per character for the matrix products of the model
+    (training costs about 3 ×: the forward pass and two products per product backwards)."""
+    import keras_mulrnn as km
+
+    gates = GATES[family]
+    d, n = embedding, units
+    flops = 2 * n * vocabulary  # the output layer
+    if parametrization in ("additive", "keras"):
+        return flops + 2 * (d * gates * n + n * gates * n)
+    groups = len(km.make_cell(family, parametrization, units=n, rank=rank).groups)
+    return flops + 2 * (d * gates * n + d * groups * rank + n * groups * rank + rank * gates * n)
+
+
+def matmul_rate(batch, inner, width, dtype="float32", seconds=1.0):
+    """GFLOP/s of `(batch, inner) @ (inner, width)` in `dtype`, compiled, 50 products per
+    call, each depending on the last (so that none can be hoisted out of the loop)."""
+    import keras
+    from keras import ops
+
+    from keras_mulrnn import backend
+
+    holder = keras.layers.Layer()  # a compiled function belongs to a model; this has no state
+    a = keras.random.normal((batch, inner), seed=1, dtype=dtype)
+    b = keras.random.normal((inner, width), seed=2, dtype=dtype) * (inner ** -0.5)
+
+    def build():
+        def repeat(a, b):
+            def body(_, a):
+                return a + ops.cast(1e-3, dtype) * ops.tanh(ops.matmul(a, b)[:, :inner])
+
+            return ops.sum(ops.fori_loop(0, 50, body, a))
+
+        return repeat
+
+    repeat = backend.compile_function(holder, ("matmul", batch, inner, width, dtype), build,
+                                      jit_compile=True)
+    float(repeat(a, b))
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        float(repeat(a, b))
+        count += 50
+    return 2 * batch * inner * width * count / (time.perf_counter() - started) / 1e9
+
+
+def build_model(family, parametrization, units, rank, jit, fused=True, batch=None):
+    """A character model (embedding → one recurrent layer → logits), compiled with Adam;
+    `parametrization="keras"` is Keras's own LSTM or GRU."""
+    import keras
+
+    import keras_mulrnn as km
+
+    if parametrization == "keras":
+        layer_class = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[family]
+        recurrent = layer_class(units, return_sequences=True)
+    else:
+        recurrent = km.make_layer(family, parametrization, units=units, rank=rank,
+                                  return_sequences=True, fused=fused)
+    model = keras.Sequential([
+        keras.Input((SEQ_LEN,), dtype="int32", batch_size=batch),
+        keras.layers.Embedding(VOCABULARY, EMBEDDING),
+        recurrent,
+        keras.layers.Dense(VOCABULARY, dtype="float32"),
+    ])
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit)
+    return model
+
+
+def time_training(model, batch, warmup, steps):
+    """Characters per second of `steps` training steps after `warmup` (compilation) ones.
+
+    `train_on_batch` runs the compiled step on ready arrays: no input pipeline whose
+    background threads would outlive one configuration and slow the next.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, VOCABULARY, (warmup + steps, batch, SEQ_LEN + 1)).astype("int32")
+    for x in data[:warmup]:
+        model.train_on_batch(x[:, :-1], x[:, 1:])
+    started = time.perf_counter()
+    for x in data[warmup:]:
+        model.train_on_batch(x[:, :-1], x[:, 1:])
+    return steps * batch * SEQ_LEN / (time.perf_counter() - started)
+
+
+def describe_machine():
+    import platform
+
+    import keras
+
+    versions = f"Keras {keras.__version__}, backend {keras.backend.backend()}"
+    if keras.backend.backend() == "jax":
+        import jax
+
+        versions += f" (JAX {jax.__version__}, {jax.devices()[0].platform})"
+    else:
+        import tensorflow as tf
+
+        versions += f" (TensorFlow {tf.__version__})"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {versions}"

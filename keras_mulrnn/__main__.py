@@ -1,0 +1,30 @@
+"""`python -m keras_mulrnn train|evaluate|generate ...` (also the `keras-mulrnn` command): the
+programs of `examples/` for an installed wheel, which has no `examples/`.
+
+    python -m keras_mulrnn train --quick                 # the embedded corpus, minutes
+    python -m keras_mulrnn train --corpus enwik8 --data enwik8.zip --units 2800 ...
+    python -m keras_mulrnn evaluate --model runs/train/model.keras
+    python -m keras_mulrnn generate --model runs/train/model.keras --prompt "ROMEO:"
+"""
+
+import sys
+
+from keras_mulrnn.lm import cli
+from keras_mulrnn.lm.commands import COMMANDS
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nerror: unknown command {argv[0]!r}; one of {', '.join(COMMANDS)}.",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        return
+    command = COMMANDS[argv[0]]
+    cli.guarded(lambda: command(argv[1:], prog=f"keras_mulrnn {argv[0]}"))
+
+
+if __name__ == "__main__":
+    main()

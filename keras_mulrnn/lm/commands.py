@@ -1,0 +1,183 @@
+"""The command-line programs: train, evaluate, generate.
+
+`python -m keras_mulrnn train|evaluate|generate ...` runs them from an installed wheel; the
+scripts in `examples/` are the same programs with the defaults of their jobs (enwik8, Penn
+Treebank, any text). Each parses its arguments before Keras loads (so `--help` is instant and
+a bad flag fails at once), then starts the backend quietly (`cli.start_backend`).
+"""
+
+import argparse
+import sys
+import time
+
+from keras_mulrnn.data import CORPORA
+from keras_mulrnn.lm import cli
+
+# `train` without a job's defaults: a mid-sized model on any text.
+TEXT_DEFAULTS = dict(family="lstm", parametrization="shared", units=512, embedding_dim=64,
+                     batch_size=32, seq_len=100, steps=5000, eval_every=500,
+                     eval_batch_size=16, test_batch_size=1)
+CORPUS_HELP = ("where the data comes from: auto is text with --data, tfds with --tfds, else "
+               "the corpus embedded in the package; enwik8 reads --data (enwik8 or its zip; "
+               "any other byte file is split 90/5/5) or downloads it; ptb reads the "
+               "directory --data of ptb.char.*.txt; embedded is Tiny Shakespeare, shipped "
+               "in the package")
+# More than this is more than anyone reads; several runs with other seeds give more.
+MAX_LENGTH = 10_000_000
+
+
+def train(argv=None, description="Train a character language model.", defaults=None,
+          corpus="auto", prog="keras_mulrnn train"):
+    """Trains on the corpus the flags name (default `corpus`), prints the test BPC and a
+    sample. With `corpus="enwik8"`, `--quick` without `--data` trains on the embedded
+    corpus instead of downloading enwik8, and says so."""
+    parser = cli.parser(description, TEXT_DEFAULTS if defaults is None else defaults,
+                        "the data file (or PTB directory); see --corpus", prog=prog)
+    parser.add_argument("--corpus", choices=("auto",) + CORPORA, default=corpus,
+                        help=CORPUS_HELP)
+    parser.add_argument("--kind", choices=("char", "byte"), default="char",
+                        help="read a text file as UTF-8 characters or as raw bytes")
+    parser.add_argument("--tfds", help="a TFDS text dataset name (needs the tfds extra and, "
+                                       "once, the network)")
+    args = parser.parse_args(argv)
+    if args.data is not None and args.tfds is not None:
+        parser.error("give at most one of --data or --tfds")
+    name = _corpus_name(args)
+    if name == "ptb" and args.data is None:
+        parser.error("--data DIR is required: the directory with the ptb.char.*.txt files")
+    if name == "enwik8" and args.quick and args.data is None:
+        print("--quick without --data: training on the corpus embedded in the package "
+              "(Tiny Shakespeare, 1.1 MB, public domain). Give --data for enwik8.")
+        name = "embedded"
+    config = cli.configure(args, parser, argv)
+    from keras_mulrnn.data import load_corpus
+
+    cli.run(load_corpus(name, args.data, args.tfds, args.kind), config, args)
+
+
+def evaluate(argv=None, prog="keras_mulrnn evaluate"):
+    """Prints the bits per character of a trained model on a split (and, with `--dynamic`,
+    its dynamic-evaluation BPC)."""
+    p = argparse.ArgumentParser(
+        prog=prog, allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Bits per character of a trained model on a split of a corpus, every "
+                    "symbol after the first scored once with the state carried across it.")
+    p.add_argument("--model", required=True, help="a model.keras or best.keras file")
+    p.add_argument("--corpus", choices=("auto",) + CORPORA, default="auto", help=CORPUS_HELP)
+    p.add_argument("--data", help="the file (or PTB directory) the model was trained on")
+    p.add_argument("--tfds", help="a TFDS text dataset name")
+    p.add_argument("--kind", choices=("char", "byte"), default="char",
+                   help="read a text file as characters or as raw bytes")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test",
+                   help="the split to score")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="rows scored in parallel (1: the papers' protocol; each extra row "
+                        "starts from a zero state)")
+    p.add_argument("--seq-len", type=int, default=100,
+                   help="symbols per window (per adapted segment with --dynamic)")
+    p.add_argument("--dynamic", action="store_true",
+                   help="also run dynamic evaluation (Krause et al., 2018)")
+    p.add_argument("--dynamic-lr", type=float, default=3e-4, help="η of the update")
+    p.add_argument("--dynamic-decay", type=float, default=1e-3,
+                   help="λ, the decay towards the trained weights")
+    p.add_argument("--statistics-segments", type=int, default=2000,
+                   help="training segments whose gradients give the RMS statistics")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the backend's own start-up logs")
+    args = p.parse_args(argv)
+    if args.data is not None and args.tfds is not None:
+        p.error("give at most one of --data or --tfds")
+    cli.start_backend(args)
+    from keras_mulrnn.analysis.dynamic_evaluation import dynamic_evaluate, gradient_statistics
+    from keras_mulrnn.data import load_corpus
+    from keras_mulrnn.lm.evaluation import evaluate_bpc
+    from keras_mulrnn.saving import load_language_model
+
+    model = load_language_model(args.model)
+    corpus = load_corpus(_corpus_name(args), args.data, args.tfds, args.kind)
+    if corpus.vocabulary != model.vocabulary:
+        raise ValueError(
+            f"The model's vocabulary ({len(model.vocabulary)} {model.vocabulary.kind} symbols) "
+            f"is not this data's ({len(corpus.vocabulary)} {corpus.vocabulary.kind} symbols): "
+            f"evaluate on the data the model was trained on (the same --corpus, --data and "
+            f"--kind)."
+        )
+    split = corpus.split(args.split)
+    if not args.dynamic:
+        bpc, symbols = evaluate_bpc(model, split, args.batch_size, args.seq_len)
+        print(f"{corpus.name} {args.split}: {bpc:.4f} bits per character over {symbols:,} "
+              f"symbols")
+        return
+    statistics = gradient_statistics(model, corpus.train, args.batch_size, args.seq_len,
+                                     args.statistics_segments)
+    result = dynamic_evaluate(model, split, statistics, args.dynamic_lr, args.dynamic_decay,
+                              args.seq_len, args.batch_size)
+    print(f"{corpus.name} {args.split} over {result.symbols:,} symbols: static "
+          f"{result.static_bpc:.4f} BPC, dynamic {result.dynamic_bpc:.4f} BPC "
+          f"(lr {args.dynamic_lr:g}, decay {args.dynamic_decay:g}, segments of "
+          f"{args.seq_len})")
+
+
+def generate(argv=None, prog="keras_mulrnn generate"):
+    """Prints the prompt and the text sampled after it, streamed as it is sampled."""
+    p = argparse.ArgumentParser(
+        prog=prog, allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Sample text from a trained model, streamed as it is sampled.")
+    p.add_argument("--model", required=True, help="a model.keras or best.keras file")
+    p.add_argument("--prompt", required=True,
+                   help="the text to continue (every symbol must be in the model's vocabulary)")
+    p.add_argument("--length", type=int, default=300,
+                   help=f"symbols to sample (at most {MAX_LENGTH:,})")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="below 1 sharpens the distribution, above 1 flattens it")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="sample only among the k most likely symbols (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the backend's own start-up logs")
+    args = p.parse_args(argv)
+    if not 0 <= args.length <= MAX_LENGTH:
+        p.error(f"--length must be in [0, {MAX_LENGTH:,}], got {args.length}")
+    cli.start_backend(args)
+    from keras_mulrnn.lm.generation import CHUNK, check_generation_arguments
+    from keras_mulrnn.lm.generation import generate as sample
+    from keras_mulrnn.saving import load_language_model
+
+    model = load_language_model(args.model)
+    check_generation_arguments(args.length, args.temperature, args.top_k, args.seed,
+                               len(model.vocabulary))
+    print(args.prompt, end="", flush=True)
+    progress = _StreamedText(args.length, CHUNK)
+    sample(model, args.prompt, args.length, args.temperature, args.top_k, args.seed,
+           on_chunk=progress.show)
+    print(flush=True)
+
+
+class _StreamedText:
+    """Prints each chunk as it comes; for a long text, says on stderr how long it will take
+    once the sampling rate is known (after the first chunk, which compiles the sampler)."""
+
+    def __init__(self, length, chunk):
+        self.length, self.chunk, self.done, self.started = length, chunk, 0, None
+
+    def show(self, texts):
+        print(texts[0], end="", flush=True)
+        self.done += len(texts[0])
+        now = time.perf_counter()
+        if self.started is None:
+            self.started, self.first = now, self.done
+            return
+        if self.done - self.first == self.chunk and self.length - self.done > 20 * self.chunk:
+            rate = self.chunk / (now - self.started)
+            left = (self.length - self.done) / rate
+            print(f"\n[sampling {self.length:,} symbols at about {rate:,.0f} per second: "
+                  f"{left / 60:,.1f} more minutes]", file=sys.stderr, flush=True)
+
+
+def _corpus_name(args):
+    if args.corpus != "auto":
+        return args.corpus
+    return "tfds" if args.tfds else "text" if args.data else "embedded"
+
+
+COMMANDS = {"train": train, "evaluate": evaluate, "generate": generate}

@@ -1,0 +1,178 @@
+"""The documentation stays true: every command of the README and of the scripts' docstrings
+runs as written in a fresh clone (its size cut by flags where it is long), every flag of every
+program has help text, and nothing points at files a user's clone does not have."""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+# Flags appended to cut a long command down to seconds (argparse: the last value wins).
+TRAIN_CUT = ["--steps", "4", "--eval-every", "2", "--units", "16", "--embedding-dim", "8",
+             "--batch-size", "4", "--seq-len", "20", "--valid-symbols", "200",
+             "--eval-batch-size", "2", "--test-batch-size", "16", "--sample-length", "5",
+             "--checkpoint-every", "none"]
+CUTS = {
+    "examples/train_enwik8.py": TRAIN_CUT,
+    "examples/train_text.py": TRAIN_CUT,
+    "examples/compare_sharing.py": TRAIN_CUT + ["--seeds", "1", "--family", "lstm"],
+    "examples/generate.py": ["--length", "20"],
+    "examples/evaluate.py": ["--statistics-segments", "3"],
+    "tuning/search.py": ["--max-trials", "1", "--steps-per-trial", "4", "--units", "16",
+                         "--budget", "3000", "--batch-size", "4", "--seq-len", "20",
+                         "--valid-symbols", "200", "--test-batch-size", "16",
+                         "--embedding-dim", "8"],
+}
+# Placeholders the README uses for the reader's own files: made for the test.
+PLACEHOLDERS = {"my.txt", "any.txt"}
+
+
+def _bash_blocks(text):
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+
+
+def _commands(block):
+    """The commands of a bash block: continuation lines joined, comments dropped, `&&`
+    chains split, `pip install` steps left out (CI installs)."""
+    joined = re.sub(r"\\\n\s*", " ", block)
+    commands = []
+    for line in joined.splitlines():
+        line = line.split("  #")[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        for part in line.split("&&"):
+            part = part.strip()
+            if part and not part.startswith("pip install"):
+                commands.append(part)
+    return commands
+
+
+def _docstring_commands(path):
+    """The usage lines of a script's docstring (indented `python ...` lines)."""
+    text = open(path).read()
+    docstring = re.match(r'\s*"""(.*?)"""', text, flags=re.S)
+    if not docstring:
+        return []
+    return _commands(re.sub(r"^    ", "", docstring.group(1), flags=re.M).replace(
+        "\\\\\n", "\\\n"))
+
+
+def documented_commands():
+    commands = []
+    for block in _bash_blocks(open(os.path.join(ROOT, "README.md")).read()):
+        commands += [("README.md", command) for command in _commands(block)]
+    for folder in ("examples", "tuning"):
+        for name in sorted(os.listdir(os.path.join(ROOT, folder))):
+            if name.endswith(".py"):
+                path = os.path.join(ROOT, folder, name)
+                commands += [(f"{folder}/{name}", c) for c in _docstring_commands(path)
+                             if c.startswith(("python", "KERAS_BACKEND"))]
+    return commands
+
+
+def why_not_run(words):
+    """Why a documented command is not run here (None: it is run)."""
+    script = next((w for w in words if w.endswith(".py") or w == "keras_mulrnn"), None)
+    if words[0] == "export" or script is None:
+        return "not a command of the package"
+    if words[:3] == ["python", "-m", "pytest"]:
+        return "the test command itself"
+    if "--tfds" in words:
+        return "needs the network (TFDS downloads the dataset)"
+    if script.endswith("train_enwik8.py") and "--quick" not in words and "--data" not in words:
+        return "needs the network (downloads enwik8)"
+    if "--data" in words and words[words.index("--data") + 1] in ("enwik8.zip", "DIR"):
+        return "needs data a fresh clone has not (enwik8, Penn Treebank)"
+    if "train_ptb.py" in script:
+        return "needs the Penn Treebank files, which are not distributed"
+    if "multiworker" in words or "--chief" in words or "--worker" in words:
+        return "needs several machines (tested on localhost in test_distribute, test_tuning)"
+    if script.startswith("benchmarks/"):
+        return "a benchmark: measured in BENCHMARKS.md, not run by the tests"
+    return None
+
+
+@pytest.mark.slow
+def test_every_documented_command_runs_as_written(tmp_path):
+    # A fresh clone's layout: the scripts beside their outputs, nothing else.
+    for folder in ("examples", "tuning", "benchmarks"):
+        os.symlink(os.path.join(ROOT, folder), tmp_path / folder)
+    sample = open(os.path.join(ROOT, "keras_mulrnn", "data", "embedded",
+                               "tinyshakespeare.txt")).read()[:60_000]
+    for name in PLACEHOLDERS:
+        (tmp_path / name).write_text(sample)
+    ran, skipped = [], []
+    for source, command in documented_commands():
+        env = dict(ENV)
+        words = shlex.split(command)
+        while words and re.fullmatch(r"[A-Z_]+=\S+", words[0]):
+            key, value = words.pop(0).split("=", 1)
+            env[key] = value
+        reason = why_not_run(words)
+        if reason:
+            skipped.append((source, command, reason))
+            continue
+        script = next(w for w in words if w.endswith(".py") or w == "keras_mulrnn")
+        words = [sys.executable] + words[1:] + CUTS.get(script, [])
+        if script == "keras_mulrnn" and "train" in words:
+            words += TRAIN_CUT
+        done = subprocess.run(words, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, (source, command, done.stderr[-3000:])
+        assert "Traceback" not in done.stderr, (source, command, done.stderr[-3000:])
+        ran.append(command)
+    print("\n".join(f"not run: {c!r} ({s}): {r}" for s, c, r in skipped))
+    assert len(ran) >= 20, ran  # the parsing found the commands
+    readme = [c for s, c in documented_commands() if s == "README.md"]
+    assert "python examples/train_enwik8.py --quick" in readme  # the first set-up command
+
+
+PROGRAMS = [["examples/train_enwik8.py"], ["examples/train_text.py"],
+            ["examples/train_ptb.py"], ["examples/compare_sharing.py"],
+            ["examples/evaluate.py"], ["examples/generate.py"], ["tuning/search.py"],
+            ["tuning/report.py"], ["-m", "keras_mulrnn", "train"],
+            ["-m", "keras_mulrnn", "evaluate"], ["-m", "keras_mulrnn", "generate"]]
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=[" ".join(p) for p in PROGRAMS])
+def test_every_flag_has_help_and_help_is_instant(program):
+    done = subprocess.run([sys.executable, *program, "--help"], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    options = re.split(r"\n(?=  -)", done.stdout.split("options:")[1])
+    for option in options:
+        flag = option.split()[0]
+        described = re.sub(r"^\s*-\S+(,\s*-\S+)?(\s+[A-Z_{}|,a-z.-]+)?\s*", "",
+                           option.strip(), count=1)
+        assert described.strip(), f"{flag} of {program} has no help text"
+    # --help parses the arguments before Keras loads: no backend was started.
+    assert "tensorflow" not in done.stderr.lower()
+
+
+def test_quick_help_says_what_it_sets():
+    done = subprocess.run([sys.executable, "examples/train_enwik8.py", "--help"], cwd=ROOT,
+                          env=ENV, capture_output=True, text=True, timeout=60)
+    quick = " ".join(done.stdout.split("--quick")[1].split("--deterministic")[0].split())
+    for flag in ("--units 128", "--steps 1000", "--learning-rate 0.005"):
+        assert flag in quick
+
+
+def test_no_document_points_at_files_a_clone_lacks():
+    offenders = []
+    for folder, _, files in os.walk(ROOT):
+        if any(part in folder for part in (".git", "runs", "__pycache__", ".egg-info")):
+            continue
+        for name in files:
+            if name.endswith((".py", ".md", ".cff", ".txt", ".cfg", ".ini")):
+                path = os.path.join(folder, name)
+                if ".." + "/shared" in open(path, errors="replace").read():
+                    offenders.append(os.path.relpath(path, ROOT))
+    assert not offenders, offenders
+    for path in ("docs/DESIGN.md", "LICENSE", "CITATION.cff", "CHANGELOG.md"):
+        assert os.path.exists(os.path.join(ROOT, path)), path
