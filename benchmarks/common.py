@@ -106,6 +106,29 @@ def time_training(model, batch, warmup, steps):
     return steps * batch * SEQ_LEN / (time.perf_counter() - started)
 
 
+def sampling_rates(family, parametrization, units, length, embedding=EMBEDDING,
+                   batches=(1, 64)):
+    """Characters per second of `keras_mulrnn.generate` at each batch size, after a call
+    that compiles the sampler."""
+    import keras
+    import numpy as np
+
+    import keras_mulrnn as km
+    from keras_mulrnn.data import Vocabulary
+
+    keras.utils.set_random_seed(0)
+    model = km.CharLanguageModel(Vocabulary(list(range(VOCABULARY)), "byte"), family,
+                                 parametrization, units=units, embedding_dim=embedding)
+    model(np.zeros((1, 1), "int32"))
+    rates = {}
+    for batch in batches:
+        km.generate(model, "ab", length, seed=0, batch_size=batch)  # compiles
+        started = time.perf_counter()
+        km.generate(model, "ab", length, seed=1, batch_size=batch)
+        rates[batch] = batch * length / (time.perf_counter() - started)
+    return rates
+
+
 def describe_machine():
     import platform
 

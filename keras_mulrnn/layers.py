@@ -138,7 +138,7 @@ class RecurrentLayer(keras.layers.RNN):
                 recurrent_mask = ops.ones_like(initial_state[0])
             outputs, *states = sequence_function(
                 projected, recurrent_mask, *initial_state,
-                *[weights[name] for name in fused_plan.recurrent_names(cell)])
+                *fused_plan.recurrent_inputs(cell, weights))
             outputs = ops.transpose(outputs, (1, 0, 2))
             return outputs[:, -1], outputs, list(states)
         projected = cell.project_inputs(sequences, weights)

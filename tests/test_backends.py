@@ -220,3 +220,18 @@ def test_strategies_of_another_backend_are_refused_by_name(tmp_path):
     assert "--strategy mirrored is a tensorflow strategy" in done.stderr
     assert "('default', 'data-parallel')" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_accelerator_benchmark_runs_at_smoke_sizes():
+    """`benchmarks/accelerator.sh --smoke`: the GPU benchmark's own code, on this CPU at tiny
+    sizes, on JAX (as on the GPU machines), every section printed."""
+    done = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "accelerator.sh"),
+                           "--smoke"], capture_output=True, text=True, timeout=300,
+                          env={**_env("jax"), "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stderr[-3000:]
+    for text in ("backend jax", "| keras.layers.LSTM |", "| lstm/shared |",
+                 "| lstm/unshared |", "mixed_bfloat16", "bfloat16 product",
+                 "Generation", "ms per step after compilation", "200,000 steps would take"):
+        assert text in done.stdout, (text, done.stdout)
+    assert "skipped" not in done.stdout

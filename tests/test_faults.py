@@ -107,7 +107,7 @@ def test_the_results_are_written_before_the_sample_and_resume_finishes_a_run(tmp
     def broken(*args, **kwargs):
         raise RuntimeError("sampling failed")
 
-    monkeypatch.setattr(training, "generate", broken)
+    monkeypatch.setattr(training, "generate_after", broken)
     with pytest.raises(RuntimeError, match="sampling failed"):
         train(small_corpus(), small_config(steps=4), tmp_path, verbose=0)
     results = json.loads((tmp_path / "results.json").read_text())
@@ -464,3 +464,16 @@ def test_signals_at_every_moment_stop_cleanly_and_lose_nothing(tmp_path):
                                                                    "--resume"))
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert json.loads((output / "results.json").read_text())["steps_this_run"] == 0
+
+
+def test_a_byte_corpus_cut_inside_a_character_still_samples_at_the_end(tmp_path):
+    """The closing sample starts from the test split's first symbols, as ids: a byte split
+    that begins inside a UTF-8 character (as enwik8's may) is no reason to fail."""
+    data = "déjà vu, à la carte; ".encode("utf-8") * 200
+    vocabulary = corpora.Vocabulary.from_data(data, "byte")
+    ids = vocabulary.encode(data)
+    cut = data.index("é".encode("utf-8")) + 1  # inside é
+    corpus = corpora.Corpus("cut", vocabulary, ids[cut + 800:], ids[cut + 400 : cut + 800],
+                            ids[cut : cut + 400])
+    results = train(corpus, small_config(steps=2), tmp_path, verbose=0)
+    assert "\ufffd" in results["sample_prompt"] and len(results["sample"]) > 0

@@ -265,7 +265,8 @@ def outputs_and_gradients(layer, xs, probe, jit_compile=False, key="gradients"):
 @pytest.mark.parametrize("family,sharing", [
     ("lstm", "shared"), ("lstm", "unshared"), ("gru", "shared"), ("gru", "unshared"),
     ("rnn", "shared"), ("lstm", "additive"), ("gru", "additive"),
-    ("lstm", (("i", "f"), ("o", "u"))),
+    ("lstm", (("i", "f"), ("o", "u"))), ("lstm", (("i", "f", "o"), ("u",))),
+    ("gru", (("z", "r"), ("h",))),
 ])
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("chunk_steps", [32, 5], ids=["whole", "chunked"])  # 12 steps
@@ -303,13 +304,12 @@ def test_fused_loop_compiles_with_xla_in_chunks(family, sharing, monkeypatch):
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("sharing,mask", [((("i", "f", "o"), ("u",)), False),
-                                          ("shared", True)])
-def test_the_generic_loop_serves_where_the_fused_one_does_not_apply(sharing, mask):
-    """Unequal groups and masks are not the fused function's: the generic loop runs them
-    (the mask and unequal-partition tests above check its results)."""
+def test_the_generic_loop_serves_where_the_fused_one_does_not_apply():
+    """Masks and unrolling are not the fused function's: the generic loop runs them (the
+    mask and unroll tests above check its results)."""
     from keras_mulrnn.backend import fused as fused_module
 
-    layer = km.make_layer("lstm", sharing, units=N, rank=5)
-    mask_value = np.ones((3, 12), bool) if mask else None
-    assert not fused_module.supports(layer.cell, mask_value, unroll=False)
+    layer = km.make_layer("lstm", "shared", units=N, rank=5)
+    assert not fused_module.supports(layer.cell, np.ones((3, 12), bool), unroll=False)
+    assert not fused_module.supports(layer.cell, None, unroll=True)
+    assert fused_module.supports(layer.cell, None, unroll=False)

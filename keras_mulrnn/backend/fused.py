@@ -23,16 +23,27 @@ CHUNK_STEPS = 32
 
 
 def supports(cell, mask, unroll):
-    """Whether the fused function applies: no mask, no unrolling, and (multiplicative) groups
-    of equal sizes (shared, unshared, equal partitions)."""
-    if mask is not None or unroll:
-        return False
-    return not cell.multiplicative or len({len(group) for group in cell.groups}) == 1
+    """Whether the fused function applies: no mask and no unrolling."""
+    return mask is None and not unroll
 
 
-def recurrent_names(cell):
-    """The prepared weights that the recurrent products read (the function's weight inputs)."""
-    return ["factor_recurrent", "transition"] if cell.multiplicative else ["recurrent"]
+def recurrent_inputs(cell, weights):
+    """The prepared weights that the recurrent products read, as the flat list of the
+    function's weight arguments: `U`, or `W_mh` and one `W_gm` block per group."""
+    if not cell.multiplicative:
+        return [weights["recurrent"]]
+    transition = weights["transition"]
+    return [weights["factor_recurrent"],
+            *(transition if isinstance(transition, list) else [transition])]
+
+
+def recurrent_weights(cell, recurrent):
+    """The weights `cell.recurrent_products` reads, from `recurrent_inputs`' list."""
+    if not cell.multiplicative:
+        return {"recurrent": recurrent[0]}
+    transition = list(recurrent[1:])
+    return {"factor_recurrent": recurrent[0],
+            "transition": transition[0] if len(transition) == 1 else transition}
 
 
 def chunk_bounds(steps):
@@ -45,16 +56,9 @@ def gate_width(cell):
     return len(cell.gate_order) * cell.units
 
 
-def transposed_weights(cell, recurrent):
-    """The recurrent weights as the backward steps read them, transposed once per sequence:
-    `U_gᵀ`, or `W_mhᵀ` and `W_gmᵀ` (equal groups keep their `(groups, rank, size)` layout,
-    which the batched product of `recurrent_input_gradient` reads as it is)."""
-    if not cell.multiplicative:
-        return [ops.transpose(recurrent[0])]
-    transition = recurrent[1]
-    if len(cell.groups) > 1:
-        return [ops.transpose(recurrent[0]), transition]
-    return [ops.transpose(recurrent[0]), ops.transpose(transition)]
+def transposed_weights(recurrent):
+    """The recurrent weights transposed once per sequence, as the backward steps read them."""
+    return [ops.transpose(weight) for weight in recurrent]
 
 
 def recurrent_input_gradient(cell, d_r, factor_input, mh, transposed):
@@ -66,13 +70,9 @@ def recurrent_input_gradient(cell, d_r, factor_input, mh, transposed):
     """
     if not cell.multiplicative:
         return ops.matmul(d_r, transposed[0]), None, None
-    if len(cell.groups) == 1:
-        d_m = ops.matmul(d_r, transposed[1])
-    else:
-        groups = len(cell.groups)
-        grouped = ops.reshape(d_r, (-1, groups, d_r.shape[-1] // groups))
-        d_m = ops.reshape(ops.einsum("bgs,gks->bgk", grouped, transposed[1]),
-                          (-1, groups * cell.rank))
+    parts = _split(d_r, cell.group_widths())
+    d_m = ops.concatenate([ops.matmul(part, weight)
+                           for part, weight in zip(parts, transposed[1:])], axis=-1)
     d_mh = d_m * factor_input
     return ops.matmul(d_mh, transposed[0]), d_m * mh, d_mh
 
@@ -83,23 +83,23 @@ def rows(tensor):
 
 
 def weight_gradients(cell, rows_product, h_rows, d_r_rows, m_rows=None, d_mh_rows=None):
-    """The recurrent weight gradients of one chunk, each one product over all its rows.
+    """The recurrent weight gradients of one chunk, each one product over all its rows, in
+    the order of `recurrent_inputs`.
 
-    `rows_product(a, b)` is the backend's `aᵀ b` for `a` `(..., rows, x)` and `b`
-    `(..., rows, y)`: a contraction over the long rows dimension, which each backend's
-    matrix multiply runs best in its own way."""
+    `rows_product(a, b)` is the backend's `aᵀ b` for `a` `(rows, x)` and `b` `(rows, y)`: a
+    contraction over the long rows dimension, which each backend's matrix multiply runs best
+    in its own way."""
     if not cell.multiplicative:
         return [rows_product(h_rows, d_r_rows)]
-    return [rows_product(h_rows, d_mh_rows), _transition_weight_gradient(
-        cell, rows_product, m_rows, d_r_rows)]
+    m_parts = _split(m_rows, [cell.rank] * len(cell.groups))
+    r_parts = _split(d_r_rows, cell.group_widths())
+    return [rows_product(h_rows, d_mh_rows),
+            *(rows_product(m, d_r) for m, d_r in zip(m_parts, r_parts))]
 
 
-def _transition_weight_gradient(cell, rows_product, m_rows, d_r_rows):
-    """The gradient of the arranged transition weights from all rows at once."""
-    if len(cell.groups) == 1:
-        return rows_product(m_rows, d_r_rows)
-    groups = len(cell.groups)
-    m = ops.transpose(ops.reshape(m_rows, (-1, groups, cell.rank)), (1, 0, 2))
-    d_r = ops.transpose(ops.reshape(d_r_rows, (-1, groups, d_r_rows.shape[-1] // groups)),
-                        (1, 0, 2))
-    return rows_product(m, d_r)  # (groups, rank, size)
+def _split(tensor, widths):
+    """`tensor`'s last axis cut into consecutive pieces of `widths`."""
+    if len(widths) == 1:
+        return [tensor]
+    bounds = [sum(widths[: index + 1]) for index in range(len(widths) - 1)]
+    return ops.split(tensor, bounds, axis=-1)

@@ -8,7 +8,7 @@ weights, their layout, weight normalization, dropout and the two halves of a ste
    on a whole sequence `(B, T, d)`, which is how the sequence layers hoist it out of the loop.
 2. `recurrent_step(projected, states, weights)`: what depends on the previous state, `W_mh h`
    for all groups in one product, the intermediate states `m`, the transitions `W_gm m` (one
-   product for a shared cell, one batched product for equal-sized groups), then the family's
+   product for a shared cell, one per group otherwise), then the family's
    gate equations (`_update`, the only thing a family defines).
 
 A cell family (mRNN, mLSTM, mGRU) subclasses `RecurrentCell`, names its gates and writes
@@ -212,16 +212,19 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         return weights
 
     def _arrange_transition(self, transition):
-        """Arranges `W_gm` (rank, gates·units) for the fewest, largest products."""
-        sizes = [len(group) * self.units for group in self.groups]
+        """Arranges `W_gm` (rank, gates·units): one matrix for one group, else one column
+        block per group. (A product per group runs as fast as one batched product over equal
+        groups on TensorFlow and several times faster on JAX's CPU backend, which transposes
+        the batched operands at every step: BENCHMARKS.md.)"""
         if len(self.groups) == 1:
             return transition
-        if len(set(sizes)) == 1:
-            # Equal groups: (groups, rank, size) for one batched product over groups.
-            stacked = ops.reshape(transition, (self.rank, len(self.groups), sizes[0]))
-            return ops.transpose(stacked, (1, 0, 2))
+        sizes = self.group_widths()
         starts = [sum(sizes[:index]) for index in range(len(sizes))]
         return [transition[:, start : start + size] for start, size in zip(starts, sizes)]
+
+    def group_widths(self):
+        """The pre-activation columns of each group (its gates × units), in `gate_order`."""
+        return [len(group) * self.units for group in self.groups]
 
     # --------------------------------------------------------------------- step
 
@@ -267,14 +270,10 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         """`W_gm m^G` for every gate, from all groups' intermediate states `m` (B, G·k)."""
         if len(self.groups) == 1:
             return ops.matmul(m, transition)
-        if isinstance(transition, list):
-            parts = ops.split(m, len(self.groups), axis=-1)
-            return ops.concatenate(
-                [ops.matmul(part, kernel) for part, kernel in zip(parts, transition)], axis=-1
-            )
-        grouped = ops.reshape(m, (-1, len(self.groups), self.rank))
-        out = ops.einsum("bgk,gks->bgs", grouped, transition)
-        return ops.reshape(out, (-1, len(self.gate_order) * self.units))
+        parts = ops.split(m, len(self.groups), axis=-1)
+        return ops.concatenate(
+            [ops.matmul(part, kernel) for part, kernel in zip(parts, transition)], axis=-1
+        )
 
     def _by_gate(self, tensor):
         return dict(zip(self.gate_order, ops.split(tensor, len(self.gate_order), axis=-1)))

@@ -56,6 +56,8 @@ FLAG_HELP = {
                      "the learning rate up to this many times (0: stop)",
     "strategy": "devices: default (one), mirrored or multiworker (TensorFlow), "
                 "data-parallel (JAX)",
+    "precision": "float32, or mixed_bfloat16 (products in bfloat16, weights, states and "
+                 "logits in float32; for accelerators)",
 }
 
 # Fields whose flag takes `none` for None.

@@ -11,6 +11,7 @@ import os
 
 from keras_mulrnn.validation import (
     check_bool,
+    check_choice,
     check_count,
     check_optional_positive_int,
     check_positive_int,
@@ -20,6 +21,8 @@ from keras_mulrnn.validation import (
 
 # Two symbols are the least a language model can predict between.
 MIN_VOCABULARY = 2
+# Keras dtype policies a run may train in (float16 would need loss scaling).
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 @dataclasses.dataclass
@@ -38,7 +41,8 @@ class TrainConfig:
     `test_batch_size` (1 = the papers' protocol); `sample_length` symbols are sampled at the
     end (0: none). Speed: `jit_compile` (XLA on TensorFlow; on by default: it trained the
     mLSTM 1.2–1.4× faster on a 2-core CPU, see BENCHMARKS.md; JAX always compiles),
-    `steps_per_execution`. `seed` fixes initialization, dropout and data order. On a NaN or
+    `steps_per_execution`, `precision` (`"mixed_bfloat16"`: products in bfloat16, weights,
+    states and logits in float32; for accelerators). `seed` fixes initialization, dropout and data order. On a NaN or
     infinite loss the run stops, unless `nan_rollbacks > 0`: then it goes back to the last
     good checkpoint with half the learning rate, that many times. Devices: `strategy` is
     `"default"` (one device) or a data-parallel strategy of the backend
@@ -73,6 +77,7 @@ class TrainConfig:
     sample_length: int = 200
     nan_rollbacks: int = 0
     strategy: str = "default"
+    precision: str = "float32"
 
     def validate(self):
         """Checks every setting; returns `self`. Raises `ValueError` naming the first bad one."""
@@ -92,6 +97,7 @@ class TrainConfig:
             check_bool(name, getattr(self, name))
         check_positive_number("learning_rate", self.learning_rate)
         check_positive_number("clipnorm", self.clipnorm, optional=True)
+        check_choice("precision", self.precision, PRECISIONS)
         from keras_mulrnn import backend
 
         backend.check_distribution_name(self.strategy)

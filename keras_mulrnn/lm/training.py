@@ -30,9 +30,9 @@ from keras import ops
 from keras_mulrnn import backend
 from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
 from keras_mulrnn.lm.checkpoints import CheckpointManager, CheckpointMismatch
-from keras_mulrnn.lm.config import check_fits
+from keras_mulrnn.lm.config import TrainConfig, check_fits
 from keras_mulrnn.lm.evaluation import evaluate_bpc
-from keras_mulrnn.lm.generation import check_generation_arguments, generate
+from keras_mulrnn.lm.generation import check_generation_arguments, generate_after
 from keras_mulrnn.lm.lock import hold_directory
 from keras_mulrnn.lm.optimization import LinearDecay, build_model
 from keras_mulrnn.params import stack_params
@@ -227,10 +227,10 @@ class _Run:
         results_path = os.path.join(self.output_dir, RESULTS)
         write_json_atomically(results_path, results)
         _atomic_save(model, os.path.join(self.output_dir, FINAL))
-        prompt = self.corpus.vocabulary.decode(self.corpus.test[:20])
-        results["sample_prompt"] = prompt
-        results["sample"] = generate(model, prompt, length=config.sample_length,
-                                     seed=config.seed)
+        prompt = self.corpus.test[:20]
+        results["sample_prompt"] = self.corpus.vocabulary.decode(prompt)
+        results["sample"] = generate_after(model, prompt, length=config.sample_length,
+                                           seed=config.seed)
         write_json_atomically(results_path, results)
         return results
 
@@ -287,14 +287,16 @@ class _Run:
                 f"changed). Resume with the same data file, or start a new run in another "
                 f"--output directory."
             )
-        # A run may resume on other devices: the carried state is saved for all rows.
+        # A run may resume on other devices: the carried state is saved for all rows. A
+        # setting that the checkpoint predates had its default value then.
+        saved = {**dataclasses.asdict(TrainConfig()), **restored["config"]}
         differing = sorted(
             key for key in meta["config"]
-            if key != "strategy" and restored["config"].get(key) != meta["config"][key]
+            if key != "strategy" and saved.get(key) != meta["config"][key]
         )
         if differing:
             details = ", ".join(
-                f"{key}: checkpoint {restored['config'].get(key)!r}, now "
+                f"{key}: checkpoint {saved.get(key)!r}, now "
                 f"{meta['config'][key]!r}" for key in differing
             )
             raise CheckpointMismatch(

@@ -18,14 +18,12 @@ from keras_mulrnn.backend import fused as plan
 
 def sequence_function(cell):
     """`f(sequence, mask, *states0, *recurrent) -> (outputs, *final_states)` over the projected
-    inputs `sequence` (T, B, P), time major; `recurrent` are the prepared weights named by
-    `plan.recurrent_names(cell)`."""
+    inputs `sequence` (T, B, P), time major; `recurrent` are `plan.recurrent_inputs`."""
     count = cell.state_count
     width = plan.gate_width(cell)
-    names = plan.recurrent_names(cell)
 
     def forward(sequence, mask, states0, recurrent):
-        weights = dict(zip(names, recurrent))
+        weights = plan.recurrent_weights(cell, recurrent)
 
         def step(states, x_t):
             r, m, mh = cell.recurrent_products(states[0] * mask, x_t[:, width:], weights)
@@ -64,7 +62,7 @@ def _backward(cell, sequence, mask, states0, recurrent, kept, d_outputs, d_final
     width = plan.gate_width(cell)
     outputs, saved_r, saved_other, products = kept
     h_prev = jnp.concatenate([states0[0][None], outputs[:-1]], axis=0)
-    transposed = plan.transposed_weights(cell, recurrent)
+    transposed = plan.transposed_weights(recurrent)
 
     def gate_equations(x_gates, r, before):
         h, new_states = cell.gate_update(x_gates, r, list(before))

@@ -14,11 +14,9 @@ from keras_mulrnn.backend import fused as plan
 
 def sequence_function(cell):
     """`f(sequence, mask, *states0, *recurrent) -> (outputs, *final_states)` over the projected
-    inputs `sequence` (T, B, P), time major; `recurrent` are the prepared weights named by
-    `plan.recurrent_names(cell)`."""
+    inputs `sequence` (T, B, P), time major; `recurrent` are `plan.recurrent_inputs`."""
     count = cell.state_count
     width = plan.gate_width(cell)
-    names = plan.recurrent_names(cell)
 
     @tf.custom_gradient
     def sequence_function(sequence, mask, *args):
@@ -27,7 +25,7 @@ def sequence_function(cell):
 
         def forward(t, states, saved):
             r, m, mh = cell.recurrent_products(states[0] * mask, sequence[t][:, width:],
-                                               dict(zip(names, recurrent)))
+                                               plan.recurrent_weights(cell, recurrent))
             h, new_states = cell.gate_update(sequence[t][:, :width], r, states)
             # Saved for the backward pass: the output, the states before the step (all but
             # h, which is the previous output), and the products.
@@ -62,7 +60,7 @@ def _backward(cell, sequence, mask, states0, recurrent, saved, d_outputs, d_fina
     h_prev = tf.concat([states0[0][None], outputs[:-1]], axis=0)
     d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
     d_final = [tf.zeros_like(s) if d is None else d for s, d in zip(states0, d_final)]
-    transposed = plan.transposed_weights(cell, recurrent)
+    transposed = plan.transposed_weights(recurrent)
 
     def backward_step(t, d_states):
         """Step `t` backwards: the gradients of the states before it, of its projected input,
