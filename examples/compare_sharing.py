@@ -1,19 +1,28 @@
-"""Compare additive, shared and unshared cells at an equal parameter budget, over seeds.
+"""The sharing study: additive, shared and unshared cells compared fairly, over seeds.
 
-    python examples/compare_sharing.py --family lstm,gru --seeds 3 --steps 2000 \\
+    python examples/compare_sharing.py --family lstm,gru --seeds 5 --steps 2000 \\
         --output runs/sharing --analysis
 
-Every run is the same `TrainConfig` except the parametrization, the size knob that sets the
-budget (rank; units for additive cells) and the seed (shared by all parametrizations, so the
-runs pair up). Without `--data` or `--tfds` the corpus is the one embedded in the package.
-Writes `results.csv`, `results.md`, `paired.csv`, `learning_curves.png` (and with
-`--analysis`, `error_recovery.csv`/`.png`) into `--output`. Rerunning the same command skips
-finished runs and resumes an interrupted one.
+`--design factorial` (the default) separates sharing from rank: shared and unshared cells
+each at the shared cell's rank and at the equal-budget unshared rank, plus the additive
+control at the budget; `--design budget` compares the `--parametrizations` at one budget.
+Every arm picks its learning rate from `--learning-rates` on the validation split with its
+first seed (that run counts as its first seed); `--rates-from` takes the rates another study
+chose instead. Without `--data` or `--tfds` the corpus is the one embedded in the package.
+Writes `results.md`, `results.csv`, `comparisons.csv` (paired t-tests, Holm-corrected),
+`learning_curves.png` (and with `--analysis`, `error_recovery.csv` and the raw and normalised
+recovery plots) into `--output`. Rerunning the same command skips finished runs and resumes
+an interrupted one; the same command started twice shares the work between two processes
+(`--threads 1` each on a 2-core machine).
 """
 
+import json
+import sys
+
+from keras_mulrnn.data import KINDS
 from keras_mulrnn.lm import cli
 
-# A study of 18 small models that fits in about an hour on 2 CPU cores.
+# A study of small models: about 3 minutes a run on 2 CPU cores.
 DEFAULTS = dict(units=128, embedding_dim=32, batch_size=32, seq_len=100, steps=2000,
                 learning_rate=5e-3, eval_every=250, valid_symbols=20_000, eval_batch_size=16,
                 test_batch_size=1, sample_length=100)
@@ -21,24 +30,35 @@ PARAMETRIZATIONS = ("additive", "shared", "unshared")
 
 
 def main():
-    parser = cli.parser("sharing study", DEFAULTS, "a UTF-8 text or byte file (default: the "
-                        "corpus embedded in the package)",
-                        exclude=("family", "parametrization", "resume"),
+    parser = cli.parser("sharing study", DEFAULTS, "a UTF-8 text, byte or PTB-format file "
+                        "(default: the corpus embedded in the package)",
+                        exclude=("family", "parametrization", "resume", "learning_rate"),
                         prog="compare_sharing.py")
-    parser.add_argument("--kind", choices=("char", "byte"), default="char",
-                        help="read --data as UTF-8 characters or as raw bytes")
+    parser.add_argument("--kind", choices=KINDS, default="char",
+                        help="read --data as UTF-8 characters, raw bytes, or Penn Treebank "
+                             "symbols (ptb)")
     parser.add_argument("--tfds", help="a TFDS text dataset name instead of --data")
     parser.add_argument("--family", dest="families", default="lstm,gru",
                         help="comma-separated families (rnn, lstm, gru) or 'all'")
+    parser.add_argument("--design", choices=("factorial", "budget"), default="factorial",
+                        help="factorial: sharing × rank plus the additive control; budget: "
+                             "--parametrizations at one budget")
     parser.add_argument("--parametrizations", default=",".join(PARAMETRIZATIONS),
-                        help="comma-separated parametrizations; partitions such as ifo+u too")
+                        help="the budget design's parametrizations; partitions such as "
+                             "ifo+u too")
     parser.add_argument("--budget", type=int, default=None,
-                        help="recurrent weights per model (default: the shared cell's at "
-                             "--units and --rank)")
+                        help="recurrent weights per equal-budget model (default: the shared "
+                             "cell's at --units and --rank)")
     parser.add_argument("--seeds", type=int, default=3,
-                        help="runs per parametrization, seeds --seed, --seed + 1, …")
+                        help="runs per arm, seeds --seed, --seed + 1, …")
+    parser.add_argument("--learning-rates", default="0.002,0.005,0.01",
+                        help="the grid each arm picks its rate from (one value: no choice)")
+    parser.add_argument("--rates-from",
+                        help="another study's selection.json: each arm trains at the rate "
+                             "it chose there (no grid)")
     parser.add_argument("--analysis", action="store_true",
-                        help="also measure error recovery and state smoothness")
+                        help="also measure error recovery (raw and normalised) and state "
+                             "smoothness")
     args = parser.parse_args()
     if args.data is not None and args.tfds is not None:
         parser.error("give at most one of --data FILE or --tfds NAME")
@@ -46,22 +66,40 @@ def main():
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
     if args.budget is not None and args.budget < 1:
         parser.error(f"--budget must be a positive number of weights, got {args.budget}")
+    try:
+        rates = [float(rate) for rate in args.learning_rates.split(",") if rate.strip()]
+    except ValueError:
+        parser.error(f"--learning-rates must be numbers separated by commas, got "
+                     f"{args.learning_rates!r}")
+    if not rates:
+        parser.error("--learning-rates gives no rate")
+    args.learning_rate = rates[0]
     base = cli.configure(args, parser)
-    from keras_mulrnn.analysis.study import plan_study, run_study
+    from keras_mulrnn.analysis.study import plan_arms, run_study
     from keras_mulrnn.data import load_embedded, load_text, load_tfds
 
     families = ("rnn", "lstm", "gru") if args.families == "all" else args.families.split(",")
-    runs = plan_study(base, families, args.parametrizations.split(","), args.seeds,
-                      args.budget)
+    arms = plan_arms(base, families, args.design, args.parametrizations.split(","),
+                     args.budget)
+    fixed = None
+    if args.rates_from:
+        with open(args.rates_from) as handle:
+            chosen = json.load(handle)["chosen"]
+        missing = [arm.key for arm in arms if arm.key not in chosen]
+        if missing:
+            raise ValueError(f"{args.rates_from!r} has no rate for {missing}: it is the "
+                             f"selection of a study with other arms.")
+        fixed = {arm.key: chosen[arm.key] for arm in arms}
     corpus = (load_tfds(args.tfds, args.kind) if args.tfds
               else load_text(args.data, args.kind) if args.data else load_embedded())
-    print(f"{corpus.name}: {len(runs)} runs into {args.output}")
-    rows = run_study(corpus, runs, args.output, analysis=args.analysis)
+    print(f"{corpus.name}: {len(arms)} arms × {args.seeds} seeds into {args.output}")
+    rows = run_study(corpus, arms, args.seeds, rates, args.output, fixed_rates=fixed,
+                     analysis=args.analysis, description=" ".join(sys.argv))
     for row in rows:
-        spread = (f" ± {row['test_bpc_std']:.4f}" if row["test_bpc_std"] is not None else "")
-        print(f"{row['family']:>4} {row['parametrization']:>10}: test BPC "
-              f"{row['test_bpc_mean']:.4f}{spread} ({row['seeds']} seeds, "
-              f"{row['recurrent_params']:,} recurrent weights)")
+        spread = f" ± {row['test_bpc_std']:.4f}" if row["test_bpc_std"] is not None else ""
+        print(f"{row['family']:>4} {row['arm']:>14}: test BPC {row['test_bpc_mean']:.4f}"
+              f"{spread} ({row['seeds']} seeds, {row['recurrent_params']:,} recurrent "
+              f"weights, learning rate {row['learning_rate']:g})")
     print(f"Tables and plots: {args.output}/results.md")
 
 

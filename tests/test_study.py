@@ -41,124 +41,207 @@ def tiny_base(**overrides):
 # ------------------------------------------------------------------------- the study
 
 
-def test_runs_differ_only_in_parametrization_and_the_size_that_sets_the_budget():
-    base = tiny_base(units=64, embedding_dim=16, recurrent_dropout=0.1, steps=100)
-    runs = study.plan_study(base, ("lstm", "gru"), study.PARAMETRIZATIONS, seeds=3)
-    assert len(runs) == 2 * 3 * 3
-    for family in ("lstm", "gru"):
-        budget = stack_params(family, "shared", 64, 16)
-        mine = [r.config for r in runs if r.config.family == family]
-        assert {c.seed for c in mine} == {3, 4, 5}
-        for config in mine:
-            # Everything else is the base's, field by field.
-            differing = {k for k, v in dataclasses.asdict(config).items()
-                         if v != getattr(base, k)}
-            allowed = {"family", "parametrization", "rank", "seed"}
-            if config.parametrization == "additive":
-                allowed.add("units")
-            else:
-                assert config.units == 64
-            assert differing <= allowed, differing
-            # Equal budget: within 2% (rank and units move in whole steps).
-            count = stack_params(family, config.parametrization, config.units, 16, config.rank)
-            assert abs(count - budget) / budget < 0.02, (config, count, budget)
-        ranks = {c.parametrization: c.rank for c in mine}
-        assert ranks["shared"] == 64 and ranks["unshared"] < 64 and ranks["additive"] is None
+def _count(family, config):
+    return stack_params(family, config.parametrization, config.units, config.embedding_dim,
+                        config.rank, config.num_layers)
 
 
-def test_mrnn_has_no_unshared_run_and_an_explicit_budget_is_used():
-    runs = study.plan_study(tiny_base(units=32), ("rnn",), seeds=1, budget=2000)
-    assert [r.config.parametrization for r in runs] == ["additive", "shared"]
-    for run in runs:
-        count = stack_params("rnn", run.config.parametrization, run.config.units, 6,
-                             run.config.rank)
-        assert abs(count - 2000) / 2000 < 0.05
+def test_the_factorial_arms_against_an_independent_computation():
+    """mLSTM at 128 units, embedding 32: the shared cell has 102,912 recurrent weights
+    (rank 128); the unshared cell of that budget has rank 75; the additive LSTM 145 units;
+    the unshared cell at rank 128 has 164,352, the shared at rank 75 fewer."""
+    base = tiny_base(units=128, embedding_dim=32, recurrent_dropout=0.1, steps=100)
+    arms = {arm.name: arm for arm in study.plan_arms(base, ("lstm",), "factorial")}
+    assert list(arms) == ["shared@128", "unshared@75", "unshared@128", "shared@75",
+                          "additive"]
+    # By hand, from the equations: G·(d·k + n·k) + 4·d·n + 4·k·n + 4·n (d=32, n=128).
+    def mlstm(groups, k, n=128, d=32):
+        return groups * (d * k + n * k) + 4 * d * n + 4 * k * n + 4 * n
+
+    def lstm(n, d=32):
+        return 4 * d * n + 4 * n * n + 4 * n
+
+    budget = mlstm(1, 128)
+    assert budget == 102_912 and mlstm(4, 128) == 164_352
+    # The equal-budget unshared rank: the k with 4·(32 + 128)·k + 4·128·k + 4·(32·128 +
+    # 128) closest to the budget.
+    k_u = min(range(1, 129), key=lambda k: abs(mlstm(4, k) - budget))
+    n_a = min(range(1, 400), key=lambda n: abs(lstm(n) - budget))
+    assert (k_u, n_a) == (75, 145)
+    expected = {"shared@128": (128, 128, mlstm(1, 128)), "unshared@75": (128, 75, mlstm(4, 75)),
+                "unshared@128": (128, 128, mlstm(4, 128)), "shared@75": (128, 75, mlstm(1, 75)),
+                "additive": (145, None, lstm(145))}
+    for name, (units, rank, count) in expected.items():
+        config = arms[name].config
+        assert (config.units, config.rank, _count("lstm", config)) == (units, rank, count)
+        # Everything else is the base's, field by field.
+        differing = {k for k, v in dataclasses.asdict(config).items() if v != getattr(base, k)}
+        assert differing <= {"parametrization", "rank", "units"}, differing
+    roles = {(arm.sharing, arm.level) for arm in arms.values()}
+    assert roles == {("shared", "k_s"), ("unshared", "k_u"), ("unshared", "k_s"),
+                     ("shared", "k_u"), ("additive", "budget")}
+
+
+def test_budget_design_and_mrnn_arms():
+    base = tiny_base(units=64, embedding_dim=16)
+    arms = study.plan_arms(base, ("gru",), "budget")
+    budget = stack_params("gru", "shared", 64, 16)
+    for arm in arms:
+        assert abs(_count("gru", arm.config) - budget) / budget < 0.02
+    assert [arm.name for arm in arms] == ["additive", "shared", "unshared"]
+    # mRNN has one transform: no unshared arm in either design.
+    assert [a.name for a in study.plan_arms(base, ("rnn",), "factorial")] == \
+        ["shared@64", "additive"]
+    assert [a.name for a in study.plan_arms(base, ("rnn",), "budget", budget=2000)] == \
+        ["additive", "shared"]
+    with pytest.raises(ValueError, match="design"):
+        study.plan_arms(base, ("lstm",), "fractional")
+
+
+def test_the_rate_grid_plans_first_seeds_then_the_rest_at_the_chosen_rate():
+    arms = study.plan_arms(tiny_base(units=16), ("lstm",), "budget", ("shared", "additive"))
+    first = study.plan_runs(arms, seeds=3, rates=[1e-3, 1e-2])
+    assert sorted((r.arm.name, r.config.learning_rate, r.config.seed) for r in first) == [
+        ("additive", 1e-3, 3), ("additive", 1e-2, 3), ("shared", 1e-3, 3),
+        ("shared", 1e-2, 3)]
+    chosen = {"lstm/shared": 1e-2}
+    later = study.plan_runs(arms, seeds=3, rates=[1e-3, 1e-2], chosen=chosen)
+    shared = sorted((r.config.learning_rate, r.config.seed) for r in later
+                    if r.arm.name == "shared")
+    assert shared == [(1e-2, 3), (1e-2, 4), (1e-2, 5)]
+    assert len([r for r in later if r.arm.name == "additive"]) == 2  # still choosing
 
 
 def _corpus():
     return corpora.corpus_from_text("hamlet", TEXT, (0.8, 0.13, 0.07))
 
 
-def test_same_seed_same_results_and_a_rerun_skips_finished_runs(tmp_path, monkeypatch):
+def test_the_rate_is_chosen_on_the_valid_split_alone(tmp_path):
+    arms = study.plan_arms(tiny_base(units=8), ("lstm",), "budget", ("shared",))
+    runs = study.plan_runs(arms, seeds=1, rates=[1e-3, 1e-2, 3e-2])
+    for run, (valid, test) in zip(runs, [(2.0, 1.0), (1.5, 9.0), (1.7, 0.5)]):
+        directory = tmp_path / "runs" / run.name
+        directory.mkdir(parents=True)
+        (directory / "results.json").write_text(json.dumps(
+            {"valid_bpc": valid, "test_bpc": test, "config": dataclasses.asdict(run.config)}))
+    assert study.select_rates(tmp_path, arms, [1e-3, 1e-2, 3e-2]) == {"lstm/shared": 1e-2}
+    # An arm whose grid is not finished has no rate yet.
+    os.remove(tmp_path / "runs" / runs[2].name / "results.json")
+    assert study.select_rates(tmp_path, arms, [1e-3, 1e-2, 3e-2]) == {}
+
+
+def test_a_factorial_study_end_to_end_and_its_rerun(tmp_path):
+    """Real training (tiny): the grid, the selection, the seeds at the chosen rate, the
+    tables; a rerun trains nothing; the comparisons equal a hand computation."""
     tf.config.experimental.enable_op_determinism()
-    real_train = study.train
-    runs = study.plan_study(tiny_base(), ("lstm",), ("shared", "unshared"), seeds=2)
-    corpus = _corpus()
-    first = study.run_study(corpus, runs, tmp_path / "a", verbose=0)
-    second = study.run_study(corpus, runs, tmp_path / "b", verbose=0)
-
-    def without_speed(rows):
-        return [{k: v for k, v in row.items() if k != "chars_per_sec"} for row in rows]
-
-    assert without_speed(first) == without_speed(second)
-    for run in runs:
-        a, b = (json.load(open(tmp_path / d / "runs" / run.name / "results.json"))
-                for d in ("a", "b"))
-        assert a["test_bpc"] == b["test_bpc"] and a["valid_bpc"] == b["valid_bpc"]
-    # Different seeds did give different models.
-    bpcs = {json.load(open(tmp_path / "a" / "runs" / r.name / "results.json"))["test_bpc"]
-            for r in runs}
-    assert len(bpcs) == 4
-
-    # A run interrupted after its last checkpoint (no results yet) is resumed, not restarted.
-    interrupted = tmp_path / "a" / "runs" / runs[0].name
-    before = json.load(open(interrupted / "results.json"))
-    os.remove(interrupted / "results.json")
-    resumed = []
-    monkeypatch.setattr(study, "train", lambda *a, **k: resumed.append(k["resume"])
-                        or real_train(*a, **k))
-    study.run_study(corpus, runs, tmp_path / "a", verbose=0)
-    assert resumed == [True]
-    after = json.load(open(interrupted / "results.json"))
-    assert after["test_bpc"] == before["test_bpc"] and after["steps_this_run"] == 0
+    base = tiny_base(units=8, embedding_dim=4, steps=4, eval_every=2)
+    arms = study.plan_arms(base, ("lstm",), "factorial")
+    rows = study.run_study(_corpus(), arms, seeds=2, rates=[1e-2, 3e-2],
+                           output_dir=tmp_path, verbose=0, description="a test")
+    assert {row["arm"] for row in rows} == {a.name for a in arms}
+    selection = json.loads((tmp_path / "selection.json").read_text())
+    assert set(selection["chosen"]) == {a.key for a in arms}
+    assert len(os.listdir(tmp_path / "runs")) == len(arms) * 3  # two rates + one more seed
+    for row in rows:
+        assert row["seeds"] == 2
+        assert row["learning_rate"] == selection["chosen"][f"lstm/{row['arm']}"]
+    # The comparison table against the per-seed test BPC, by hand.
+    results = {}
+    for name in os.listdir(tmp_path / "runs"):
+        run = json.loads((tmp_path / "runs" / name / "results.json").read_text())
+        arm = name.split("-lr")[0].split("-", 1)[1]
+        if run["config"]["learning_rate"] == selection["chosen"][f"lstm/{arm}"]:
+            results[arm, run["config"]["seed"]] = run["test_bpc"]
+    k_s, k_u = (a.name for a in arms[:2])
+    differences = [results[k_s, s] - results[k_u, s] for s in (3, 4)]
+    with open(tmp_path / "comparisons.csv") as handle:
+        table = {r["comparison"]: r for r in csv.DictReader(handle)}
+    budget_row = table["equal budget: shared@k_s − unshared@k_u"]
+    assert float(budget_row["mean"]) == pytest.approx(np.mean(differences))
+    assert budget_row["p_holm"] != ""  # corrected within the family of tests
+    markdown = (tmp_path / "results.md").read_text()
+    assert "a test" in markdown and "Holm" in markdown and "learning_curves.png" in markdown
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(study, "train", no_training)
-    assert without_speed(study.run_study(corpus, runs, tmp_path / "a", verbose=0)) == \
-        without_speed(first)
-    # A finished run made with other settings is not silently mixed in.
-    other = study.plan_study(tiny_base(learning_rate=2e-2), ("lstm",), ("shared",), seeds=1)
-    with pytest.raises(ValueError, match="learning_rate"):
-        study.run_study(corpus, other, tmp_path / "a", verbose=0)
+    real_train = study.train
+    study.train = no_training
+    try:
+        again = study.run_study(_corpus(), arms, seeds=2, rates=[1e-2, 3e-2],
+                                output_dir=tmp_path, verbose=0)
+    finally:
+        study.train = real_train
+    assert [r["test_bpc_mean"] for r in again] == [r["test_bpc_mean"] for r in rows]
+    # Other flags are refused, not mixed in.
+    with pytest.raises(ValueError, match="other arms or rates"):
+        study.run_study(_corpus(), arms, seeds=2, rates=[1e-2], output_dir=tmp_path,
+                        verbose=0)
 
 
-def test_tables_and_the_paired_interval(tmp_path):
-    runs = study.plan_study(tiny_base(), ("gru",), ("additive", "shared", "unshared"), seeds=3)
-    rows = study.run_study(_corpus(), runs, tmp_path, verbose=0)
-    with open(tmp_path / "results.csv") as handle:
-        table = list(csv.DictReader(handle))
-    assert set(study.RESULT_COLUMNS) <= set(table[0])
-    assert [r["parametrization"] for r in table] == ["additive", "shared", "unshared"]
-    results = {r.name: json.load(open(tmp_path / "runs" / r.name / "results.json"))
-               for r in runs}
-    shared = [results[f"gru-shared-seed{s}"]["test_bpc"] for s in (3, 4, 5)]
-    unshared = [results[f"gru-unshared-seed{s}"]["test_bpc"] for s in (3, 4, 5)]
-    row = next(r for r in rows if r["parametrization"] == "shared")
-    assert row["test_bpc_mean"] == pytest.approx(sum(shared) / 3)
-    assert row["test_bpc_std"] == pytest.approx(
-        math.sqrt(sum((x - sum(shared) / 3) ** 2 for x in shared) / 2))
-    # Paired: per seed, then mean ± t(0.975, 2 dof) · s / √3 with t = 4.302653.
-    differences = [a - b for a, b in zip(shared, unshared)]
-    mean = sum(differences) / 3
-    half = 4.302653 * math.sqrt(sum((d - mean) ** 2 for d in differences) / 2) / math.sqrt(3)
-    with open(tmp_path / "paired.csv") as handle:
-        paired = {(r["comparison"], r["split"]): r for r in csv.DictReader(handle)}
-    test = paired[("shared − unshared", "test")]
-    assert float(test["mean"]) == pytest.approx(mean)
-    assert float(test["ci95_low"]) == pytest.approx(mean - half, rel=1e-5)
-    assert float(test["ci95_high"]) == pytest.approx(mean + half, rel=1e-5)
-    markdown = open(tmp_path / "results.md").read()
-    assert "| gru | shared |" in markdown and "learning_curves.png" in markdown
-    assert os.path.getsize(tmp_path / "learning_curves.png") > 1000
+def test_fixed_rates_from_another_study_skip_the_grid(tmp_path):
+    base = tiny_base(units=8, embedding_dim=4, steps=2, eval_every=2)
+    arms = study.plan_arms(base, ("gru",), "budget", ("shared", "additive"))
+    fixed = {"gru/shared": 3e-2, "gru/additive": 1e-2}
+    rows = study.run_study(_corpus(), arms, seeds=2, rates=[1e-2, 3e-2],
+                           output_dir=tmp_path, fixed_rates=fixed, verbose=0)
+    assert sorted(os.listdir(tmp_path / "runs")) == [
+        "gru-additive-lr0.01-seed3", "gru-additive-lr0.01-seed4",
+        "gru-shared-lr0.03-seed3", "gru-shared-lr0.03-seed4"]
+    assert {r["arm"]: r["learning_rate"] for r in rows} == {"shared": 3e-2, "additive": 1e-2}
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_study_and_train_every_run_once(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT * 4)
+    command = [sys.executable, os.path.join(ROOT, "examples", "compare_sharing.py"),
+               "--data", str(data), "--family", "gru", "--design", "budget",
+               "--parametrizations", "shared,additive", "--learning-rates", "0.01,0.03",
+               "--seeds", "2", "--steps", "2", "--eval-every", "2", "--units", "8",
+               "--embedding-dim", "4", "--batch-size", "2", "--seq-len", "10",
+               "--valid-symbols", "200", "--test-batch-size", "8", "--threads", "1",
+               "--output", str(tmp_path / "study")]
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env) for _ in range(2)]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    trained = [line.split()[1] for stdout, _ in outputs for line in stdout.splitlines()
+               if line.startswith("[") and ": training" in line]
+    runs = sorted(os.listdir(tmp_path / "study" / "runs"))
+    assert len(runs) == 2 * 3 and sorted(trained) == [f"{name}:" for name in runs]
+    assert all(output[0].count(": training") > 0 for output in outputs)  # both worked
+
+
+def test_paired_t_and_holm_against_hand_computed_values():
+    from keras_mulrnn.analysis.statistics import holm, paired_test
+
+    d = [-0.05, -0.03, -0.04, -0.06, -0.02]
+    # mean −0.04, sd √(0.001/4) = 0.0158114, se 0.0070711, t = −5.656854 with 4 dof;
+    # t(0.975, 4) = 2.776445; two-sided p = 0.0048 (tables: 2·P(T4 > 5.6569) = 0.00480).
+    result = paired_test(d)
+    assert result["mean"] == pytest.approx(-0.04)
+    assert result["t"] == pytest.approx(-5.656854, rel=1e-6)
+    assert result["ci95_low"] == pytest.approx(-0.04 - 2.776445 * 0.0070711, rel=1e-5)
+    assert result["ci95_high"] == pytest.approx(-0.04 + 2.776445 * 0.0070711, rel=1e-5)
+    assert result["p"] == pytest.approx(0.004805, abs=2e-5)
+    assert result["effect_size"] == pytest.approx(-0.04 / 0.0158114, rel=1e-5)
+    # Holm over four p-values: sorted 0.01, 0.02, 0.03, 0.04 → ×4, ×3, ×2, ×1, made
+    # monotone: 0.04, 0.06, 0.06, 0.06; None stays out of the family.
+    assert holm([0.03, 0.01, None, 0.04, 0.02]) == pytest.approx(
+        [0.06, 0.04, None, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # 0.5 × 2 capped at 1; monotone
+    assert paired_test([0.1])["p"] is None and paired_test([0.1, 0.1])["t"] is None
 
 
 def test_compare_sharing_script_end_to_end_and_bad_flags(tmp_path):
     data = tmp_path / "text.txt"
     data.write_text(TEXT * 4)  # a test split long enough for the error-recovery windows
     command = [sys.executable, os.path.join(ROOT, "examples", "compare_sharing.py"),
-               "--data", str(data), "--family", "lstm", "--parametrizations", "shared,additive",
+               "--data", str(data), "--family", "lstm", "--design", "budget",
+               "--parametrizations", "shared,additive", "--learning-rates", "0.01",
                "--seeds", "1", "--steps", "4", "--eval-every", "2", "--units", "8",
                "--embedding-dim", "4", "--batch-size", "2", "--seq-len", "10",
                "--valid-symbols", "200", "--test-batch-size", "8", "--jit-compile", "false",
@@ -166,8 +249,9 @@ def test_compare_sharing_script_end_to_end_and_bad_flags(tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    for name in ("results.csv", "results.md", "paired.csv", "learning_curves.png",
-                 "error_recovery.csv", "error_recovery.png"):
+    for name in ("results.csv", "results.md", "comparisons.csv", "learning_curves.png",
+                 "error_recovery.csv", "error_recovery.png", "error_recovery_relative.png",
+                 "selection.json", "study.json"):
         assert (tmp_path / "out" / name).exists(), name
     bad = subprocess.run(command[:-3] + ["--family", "transformer", "--output",
                                          str(tmp_path / "bad")],
@@ -213,6 +297,16 @@ def test_error_recovery_on_a_model_with_known_probabilities():
     np.testing.assert_allclose(result.curve[1:], 0.0, atol=1e-6)
     assert result.area == pytest.approx(want, abs=1e-4)
     assert result.recovery_steps == (2 if want >= 0.05 else 1)
+    # Normalised by the model's own clean loss at each offset: −log2 P[x_{p+k−1}, x_{p+k}].
+    offsets = np.arange(1, 31)
+    clean = np.mean(-np.log2(table[ids[p[:, None] + offsets - 1], ids[p[:, None] + offsets]]),
+                    axis=0)
+    np.testing.assert_allclose(result.clean, clean, rtol=1e-5)
+    assert result.relative[0] == pytest.approx(want / clean[0], rel=1e-4)
+    np.testing.assert_allclose(result.relative[1:], 0.0, atol=1e-5)
+    assert result.relative_area == pytest.approx(want / clean[0], rel=1e-3)
+    assert result.remaining[0] == 1.0
+    np.testing.assert_allclose(result.remaining[1:], 0.0, atol=1e-4)
 
 
 def test_error_recovery_rejects_a_text_too_short():

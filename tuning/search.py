@@ -23,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_mulrnn.data import CORPORA  # noqa: E402
+from keras_mulrnn.data import CORPORA, KINDS  # noqa: E402
 from keras_mulrnn.lm import cli  # noqa: E402
 from keras_mulrnn.lm.config import TrainConfig  # noqa: E402
 from tuning import TUNERS  # noqa: E402
@@ -39,8 +39,8 @@ def parse_args(argv=None):
                            "--tfds, else the embedded corpus")
     data.add_argument("--data", help="a text/byte file, enwik8(.zip), or the PTB directory")
     data.add_argument("--tfds", help="a TFDS text dataset name")
-    data.add_argument("--kind", choices=("char", "byte"), default="char",
-                      help="read a text file as characters or as raw bytes")
+    data.add_argument("--kind", choices=KINDS, default="char",
+                      help="read a text file as UTF-8 characters, raw bytes, or Penn Treebank symbols (ptb)")
 
     space = p.add_argument_group("search axes: one value fixes the axis, a,b,c searches it")
     space.add_argument("--family", default="lstm", help="rnn, lstm, gru")

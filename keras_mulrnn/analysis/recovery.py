@@ -14,6 +14,17 @@ Both passes read the same `context` clean symbols before `p` from a zero state. 
 the curve, its area `Σ_k excess(k)` over the horizon (bits), and the number of steps until the
 excess first falls below `threshold` bits.
 
+The raw excess mixes how much a model was disturbed with how sure it was: a model that
+predicts the clean text better loses more bits when a surprise makes it wrong, and so looks
+like a worse recoverer. Two normalised curves separate the two:
+
+    relative(k)  = excess(k) / clean(k)        clean(k) = mean of −log2 p(x_{p+k} | x_{≤p+k−1})
+    remaining(k) = excess(k) / excess(1)
+
+`relative` is the excess in units of the model's own clean loss at that offset; `remaining`
+is the share of the first step's excess still there after `k` steps (how fast the disturbance
+fades, whatever its size).
+
 `state_cosine` is the mean cosine similarity of successive hidden states `h_t, h_{t+1}` of
 every recurrent layer over a text: how much one symbol moves the state.
 """
@@ -34,13 +45,19 @@ class ErrorRecovery:
 
     `curve[k-1]` is the mean excess loss in bits `k` steps after the corruption; `area` its
     sum; `recovery_steps` the first `k` with `curve[k-1] < threshold` (None if never within
-    the horizon). `positions`, `originals` and `replacements` say what was changed.
+    the horizon). `clean[k-1]` is the mean clean loss at that offset, `relative` and
+    `remaining` the normalised curves (module docstring), `relative_area` the sum of
+    `relative`. `positions`, `originals` and `replacements` say what was changed.
     """
 
     curve: np.ndarray
     area: float
     recovery_steps: int
     threshold: float
+    clean: np.ndarray
+    relative: np.ndarray
+    remaining: np.ndarray
+    relative_area: float
     positions: np.ndarray
     originals: np.ndarray
     replacements: np.ndarray
@@ -48,7 +65,9 @@ class ErrorRecovery:
     def summary(self):
         return {"area": self.area, "recovery_steps": self.recovery_steps,
                 "threshold": self.threshold, "positions": len(self.positions),
-                "horizon": len(self.curve), "curve": [float(v) for v in self.curve]}
+                "horizon": len(self.curve), "relative_area": self.relative_area,
+                **{name: [float(v) for v in getattr(self, name)]
+                   for name in ("curve", "clean", "relative", "remaining")}}
 
 
 def error_recovery(model, ids, positions=1000, horizon=50, context=100, threshold=0.05,
@@ -101,15 +120,20 @@ def error_recovery(model, ids, positions=1000, horizon=50, context=100, threshol
     windows = ids[positions[:, None] + offsets[None, :]]
     corrupted = windows.copy()
     corrupted[:, context] = replacements
-    excess = _window_bits(model, corrupted, batch_size) - _window_bits(model, windows,
-                                                                        batch_size)
+    clean_bits = _window_bits(model, windows, batch_size)
+    excess = _window_bits(model, corrupted, batch_size) - clean_bits
     # Output `context + k - 1` predicts x_{p+k} after reading x_p (clean or corrupted).
     curve = excess[:, context:].mean(axis=0)
+    clean = clean_bits[:, context:].mean(axis=0)
+    relative = curve / np.maximum(clean, 1e-12)
     below = np.flatnonzero(curve < threshold)
     return ErrorRecovery(
         curve=curve, area=float(curve.sum()),
         recovery_steps=int(below[0]) + 1 if len(below) else None, threshold=threshold,
-        positions=positions, originals=originals, replacements=replacements,
+        clean=clean, relative=relative,
+        remaining=curve / curve[0] if curve[0] != 0 else np.full_like(curve, np.nan),
+        relative_area=float(relative.sum()), positions=positions, originals=originals,
+        replacements=replacements,
     )
 
 

@@ -1,51 +1,80 @@
-"""The sharing study: parametrizations compared at an equal parameter budget, repeated.
+"""The sharing study: does mLSTM (or mGRU) owe its strength to the shared intermediate state?
 
-`plan_study` turns one base `TrainConfig` into the runs of the study: for every family,
-parametrization and seed, a copy of the base that differs only in
+A study is a set of *arms* per family, each a copy of one base `TrainConfig` that differs only
+in its parametrization, its size knob (the rank of a multiplicative cell, the units of an
+additive one), its learning rate and its seed. Two designs:
 
-- `parametrization`;
-- the size knob that brings the recurrent stack to the shared budget: the `rank` of a
-  multiplicative cell (its `units` stay the base's), the `units` of an additive one (which
-  has no rank);
-- `seed` (initialization and dropout masks; the same seeds for every parametrization, so run
-  `i` of each is paired with run `i` of the others).
+- `"budget"`: the given parametrizations (additive, shared, unshared by default) at one
+  recurrent-weight budget, the shared cell's at the base's units and rank. The unshared cell
+  pays for its `G` factorizations with a smaller rank `k_u`, so sharing and "a larger rank per
+  intermediate state" are confounded.
+- `"factorial"`: separates the two. A 2 × 2 of sharing (shared, unshared) × rank (the shared
+  cell's `k_s`, the equal-budget unshared rank `k_u`): `shared@k_s` (the budget),
+  `unshared@k_u` (equal budget), `unshared@k_s` (more weights), `shared@k_u` (fewer), plus
+  the additive control at the budget. (mRNN has one transform: shared and additive only.)
 
-Data order, initialization scheme, optimizer, schedule, steps and evaluation are the base's
-for all of them. The budget counts the recurrent weights (`stack_params`); by default it is
-the count of the shared cell at the base's units and rank. `run_study` trains what is not
-finished yet (a rerun skips finished runs and resumes interrupted ones) and `summarize`
-writes the tables and plots.
+**Learning rate per arm.** With a grid of rates, every arm trains its first seed at each rate;
+the rate with the lowest *validation* BPC is the arm's (the test split is never read for it),
+and that run counts as the arm's first seed; the other seeds train at that rate. Rates chosen
+elsewhere (another study's `selection.json`) can be given instead.
+
+**Comparisons**, on the test split only, between runs of the same seed (same data order and
+initialization scheme): per-seed differences, their mean, 95% t-interval, a paired t-test,
+Holm's correction over the family of tests reported for one model family on one corpus, and
+the effect size `d_z` (`keras_mulrnn.analysis.statistics`).
+
+`run_study` trains what is not finished: a rerun skips finished runs and resumes interrupted
+ones, and several processes given the same command share the work (each run's directory is
+held by one process at a time; the others move on). `summarize` writes the tables and plots.
 """
 
 import csv
 import dataclasses
 import json
 import logging
-import math
 import os
+import time
 
 import numpy as np
 
+from keras_mulrnn.analysis.statistics import holm, paired_test
 from keras_mulrnn.factory import transition_arguments
-from keras_mulrnn.params import rank_for_budget, stack_params, units_for_budget
 from keras_mulrnn.lm.config import TrainConfig
-from keras_mulrnn.lm.lock import hold_directory
-from keras_mulrnn.validation import check_positive_int
+from keras_mulrnn.lm.lock import DirectoryInUse, held_elsewhere, hold_directory
 from keras_mulrnn.lm.training import train, write_json_atomically
+from keras_mulrnn.params import rank_for_budget, stack_params, units_for_budget
+from keras_mulrnn.validation import check_choice, check_positive_int, check_positive_number
 
+DESIGNS = ("budget", "factorial")
 PARAMETRIZATIONS = ("additive", "shared", "unshared")
-# (a, b): report a − b per seed; negative favours a.
-PAIRS = (("shared", "unshared"), ("shared", "additive"), ("unshared", "additive"))
-RESULT_COLUMNS = ["family", "parametrization", "seeds", "params", "recurrent_params",
-                  "units", "rank", "valid_bpc_mean", "valid_bpc_std", "test_bpc_mean",
-                  "test_bpc_std", "chars_per_sec"]
+STUDY_FILE, SELECTION_FILE = "study.json", "selection.json"
+# How often a process that waits for another process's runs looks again.
+POLL_SECONDS = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One arm of a study: a family, a parametrization at one size, and its role in the
+    design (`sharing`: shared, unshared or additive; `level`: "k_s" for the shared cell's
+    rank, "k_u" for the equal-budget unshared rank, "budget" for an additive cell)."""
+
+    family: str
+    name: str
+    sharing: str
+    level: str
+    config: TrainConfig
+
+    @property
+    def key(self):
+        return f"{self.family}/{self.name}"
 
 
 @dataclasses.dataclass(frozen=True)
 class StudyRun:
-    """One training run of a study: its directory name and its full configuration."""
+    """One training run: its directory name, its arm and its full configuration."""
 
     name: str
+    arm: Arm
     config: TrainConfig
 
 
@@ -55,82 +84,199 @@ def budget_of(base, family):
                         base.num_layers, weight_norm=base.weight_norm)
 
 
-def equal_budget_config(base, family, parametrization, budget):
-    """`base` with this family and parametrization, sized to `budget` recurrent weights."""
+def sized_config(base, family, parametrization, budget=None, rank=None):
+    """`base` with this family and parametrization, at `rank`, or else sized to `budget`
+    recurrent weights (the rank of a multiplicative cell; the units of an additive one)."""
     if transition_arguments(family, parametrization)["transition"] == "additive":
         units = units_for_budget(family, parametrization, base.embedding_dim, budget,
                                  num_layers=base.num_layers, weight_norm=base.weight_norm)
         return dataclasses.replace(base, family=family, parametrization=parametrization,
                                    units=units, rank=None)
-    rank = rank_for_budget(family, parametrization, base.units, base.embedding_dim, budget,
-                           weight_norm=base.weight_norm, num_layers=base.num_layers)
+    if rank is None:
+        rank = rank_for_budget(family, parametrization, base.units, base.embedding_dim, budget,
+                               weight_norm=base.weight_norm, num_layers=base.num_layers)
     return dataclasses.replace(base, family=family, parametrization=parametrization,
                                rank=rank)
 
 
-def plan_study(base, families=("lstm", "gru"), parametrizations=PARAMETRIZATIONS, seeds=3,
-               budget=None):
-    """The runs of a study, every family × parametrization × seed (see the module doc).
-
-    The single-transform `"rnn"` family has nothing to share: its `"unshared"` is the same
-    cell as `"shared"` and is left out.
-    """
+def plan_arms(base, families=("lstm", "gru"), design="budget",
+              parametrizations=PARAMETRIZATIONS, budget=None):
+    """The arms of a study (see the module docstring). `budget` (recurrent weights) defaults
+    to the shared cell's at the base's units and rank; `parametrizations` are the budget
+    design's."""
+    check_choice("design", design, DESIGNS)
     if budget is not None:
         check_positive_int("budget", budget)
-    runs = []
+    arms = []
     for family in families:
         family_budget = budget or budget_of(base, family)
-        for parametrization in parametrizations:
-            if family == "rnn" and parametrization == "unshared":
-                continue
-            sized = equal_budget_config(base, family, parametrization, family_budget)
-            for index in range(seeds):
-                config = dataclasses.replace(sized, seed=base.seed + index).validate()
-                runs.append(StudyRun(f"{family}-{parametrization}-seed{config.seed}", config))
+        shared = sized_config(base, family, "shared", family_budget)
+        if design == "budget":
+            for parametrization in parametrizations:
+                if family == "rnn" and parametrization == "unshared":
+                    continue  # one transform: the same cell as shared
+                config = sized_config(base, family, parametrization, family_budget)
+                sharing = transition_arguments(family, parametrization).get("sharing",
+                                                                             "additive")
+                level = {"shared": "k_s", "additive": "budget"}.get(str(sharing), "k_u")
+                arms.append(Arm(family, str(parametrization), str(sharing), level, config))
+            continue
+        k_s = shared.rank
+        arms.append(Arm(family, f"shared@{k_s}", "shared", "k_s", shared))
+        if family != "rnn":
+            k_u = sized_config(base, family, "unshared", family_budget).rank
+            arms += [
+                Arm(family, f"unshared@{k_u}", "unshared", "k_u",
+                    sized_config(base, family, "unshared", rank=k_u)),
+                Arm(family, f"unshared@{k_s}", "unshared", "k_s",
+                    sized_config(base, family, "unshared", rank=k_s)),
+                Arm(family, f"shared@{k_u}", "shared", "k_u",
+                    sized_config(base, family, "shared", rank=k_u)),
+            ]
+        arms.append(Arm(family, "additive", "additive", "budget",
+                        sized_config(base, family, "additive", family_budget)))
+    for arm in arms:
+        arm.config.validate()
+    return arms
+
+
+def plan_runs(arms, seeds, rates, chosen=None):
+    """The runs of a study so far: with several `rates`, every arm's first seed at each rate,
+    then, for the arms whose rate is in `chosen` (arm key → rate), the other seeds at it; with
+    one rate (or every arm in `chosen`), every seed at that rate."""
+    check_positive_int("seeds", seeds)
+    for rate in rates:
+        check_positive_number("learning_rate", rate)
+    chosen = chosen or {}
+    runs = []
+    for arm in arms:
+        first = arm.config.seed
+        if arm.key in chosen:
+            grid, rest = [chosen[arm.key]], chosen[arm.key]
+        elif len(rates) == 1:
+            grid, rest = list(rates), rates[0]
+        else:
+            grid, rest = list(rates), None
+        runs += [_run(arm, rate, first) for rate in grid]
+        if rest is not None:
+            runs += [_run(arm, rest, first + index) for index in range(1, seeds)]
     return runs
 
 
-def run_study(corpus, runs, output_dir, analysis=False, verbose=2, on_run_done=None):
-    """Trains every run not finished yet under `output_dir/runs/NAME/`, then summarizes.
+def _run(arm, rate, seed):
+    config = dataclasses.replace(arm.config, learning_rate=rate, seed=seed)
+    return StudyRun(f"{arm.family}-{arm.name}-lr{rate:g}-seed{seed}", arm, config)
 
-    A finished run (its `results.json` exists) is skipped, after checking that it was made
-    with the same configuration; an interrupted one (checkpoints, no results) resumes.
-    With `analysis`, the error-recovery and state analyses of each finished model are
-    computed on the test split (once; kept in `analysis.json`).
+
+def select_rates(output_dir, arms, rates):
+    """Arm key → the rate of the arm's first-seed run with the lowest validation BPC, for the
+    arms whose runs at every rate are finished (the others are left out)."""
+    chosen = {}
+    for arm in arms:
+        valid = {}
+        for rate in rates:
+            results = _results(output_dir, _run(arm, rate, arm.config.seed))
+            if results is None:
+                break
+            valid[rate] = results["valid_bpc"]
+        else:
+            chosen[arm.key] = min(valid, key=valid.get)
+    return chosen
+
+
+def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis=False,
+              verbose=2, description=None):
+    """Trains every run of the study not finished yet under `output_dir/runs/NAME/`, then
+    summarizes. `fixed_rates` (arm key → rate) replaces the selection for those arms.
+
+    A finished run (its `results.json` exists) is skipped, after checking its settings; an
+    interrupted one resumes; one that another process holds is left to it (this process
+    waits for it only when nothing else is left). `description` (e.g. the command line) is
+    recorded in `study.json` with the plan.
     """
     os.makedirs(output_dir, exist_ok=True)
     # Each run builds a new model whose functions TensorFlow traces anew, as it must: its
     # warning about retraced functions says nothing here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    with hold_directory(output_dir, "study"):
+    _record_plan(output_dir, arms, seeds, rates, fixed_rates, description)
+    while True:
+        chosen = {**select_rates(output_dir, arms, rates), **(fixed_rates or {})}
+        runs = plan_runs(arms, seeds, rates, chosen)
+        held = False
         for position, run in enumerate(runs, 1):
-            _run_one(corpus, run, position, len(runs), output_dir, analysis, verbose)
-            if on_run_done is not None:
-                on_run_done(run)
+            try:
+                _run_one(corpus, run, f"[{position}/{len(runs)}]", output_dir, analysis,
+                         verbose)
+            except DirectoryInUse:
+                held = True  # another process of this study has it
+        chosen = {**select_rates(output_dir, arms, rates), **(fixed_rates or {})}
+        if len(chosen) == len(arms) and all(
+                _results(output_dir, run) is not None
+                for run in plan_runs(arms, seeds, rates, chosen)):
+            break
+        if held:  # nothing left for this process but what the others are training
+            time.sleep(POLL_SECONDS)
+    write_json_atomically(os.path.join(output_dir, SELECTION_FILE),
+                          {"rates": list(rates), "chosen": chosen, "selected_on": "valid_bpc"})
+    with hold_directory(output_dir, "summary of this study"):
         return summarize(output_dir)
 
 
-def _run_one(corpus, run, position, count, output_dir, analysis, verbose):
+def _record_plan(output_dir, arms, seeds, rates, fixed_rates, description):
+    from keras_mulrnn.lm.training import code_version
+
+    plan = {"arms": [{"family": arm.family, "name": arm.name, "sharing": arm.sharing,
+                      "level": arm.level, "units": arm.config.units, "rank": arm.config.rank,
+                      "recurrent_params": _recurrent_params(arm.config)} for arm in arms],
+            "seeds": seeds, "rates": list(rates), "fixed_rates": fixed_rates or {},
+            "base": dataclasses.asdict(arms[0].config), "description": description,
+            "code": code_version()}
+    path = os.path.join(output_dir, STUDY_FILE)
+    if os.path.exists(path):
+        saved = _read_json(path)
+        if [a["name"] for a in saved["arms"]] != [a["name"] for a in plan["arms"]] or (
+                saved["rates"] != plan["rates"]):
+            raise ValueError(
+                f"{output_dir!r} holds a study with other arms or rates "
+                f"({[a['name'] for a in saved['arms']]}, rates {saved['rates']}). Use the "
+                f"same flags to continue it, or another --output directory.")
+        return
+    write_json_atomically(path, plan)
+
+
+def _recurrent_params(config):
+    return stack_params(config.family, config.parametrization, config.units,
+                        config.embedding_dim, config.rank, config.num_layers,
+                        weight_norm=config.weight_norm)
+
+
+def _results(output_dir, run):
+    path = os.path.join(output_dir, "runs", run.name, "results.json")
+    return _read_json(path) if os.path.exists(path) else None
+
+
+def _run_one(corpus, run, position, output_dir, analysis, verbose):
     """Trains (or resumes, or skips) one run of a study, then analyses it if asked."""
     directory = os.path.join(output_dir, "runs", run.name)
     results_path = os.path.join(directory, "results.json")
     if os.path.exists(results_path):
         _check_same_config(results_path, run)
-        print(f"[{position}/{count}] {run.name}: finished earlier, skipped")
+    elif held_elsewhere(directory):
+        raise DirectoryInUse(directory)
     else:
         checkpoints = os.path.join(directory, "checkpoints")
         resume = os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
-        print(f"[{position}/{count}] {run.name}: "
-              f"{'resuming' if resume else 'training'} (units {run.config.units}, "
-              f"rank {run.config.rank})", flush=True)
+        print(f"{position} {run.name}: {'resuming' if resume else 'training'} "
+              f"(units {run.config.units}, rank {run.config.rank})", flush=True)
         train(corpus, run.config, directory, resume=resume, verbose=verbose)
     if analysis:
-        analyse_run(corpus, directory)
+        with hold_directory(directory, "analysis"):
+            analyse_run(corpus, directory)
 
 
 def analyse_run(corpus, directory, positions=1000, horizon=50):
-    """Error recovery and successive-state cosine of a finished run, on the test split;
-    written to `analysis.json` (computed once)."""
+    """Error recovery (raw and normalised) and successive-state cosine of a finished run, on
+    the test split; written to `analysis.json` (computed once)."""
     from keras_mulrnn.analysis.recovery import error_recovery, state_cosine
     from keras_mulrnn.saving import load_model
 
@@ -148,7 +294,10 @@ def analyse_run(corpus, directory, positions=1000, horizon=50):
 
 
 def collect(output_dir):
-    """The finished runs of a study: one dict per run (results, log, analysis)."""
+    """The finished runs of a study: one dict per run (results, learning curve, analysis,
+    and its arm from `study.json`)."""
+    plan = _read_json(os.path.join(output_dir, STUDY_FILE))
+    arms = {(a["family"], a["name"]): a for a in plan["arms"]}
     runs_dir = os.path.join(output_dir, "runs")
     finished = []
     for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else ():
@@ -156,39 +305,56 @@ def collect(output_dir):
         if not os.path.exists(os.path.join(directory, "results.json")):
             continue
         run = _read_json(os.path.join(directory, "results.json"))
-        run["name"] = name
-        run["curve"] = _validation_curve(os.path.join(directory, "log.csv"), run["config"])
+        family, arm_name = run["config"]["family"], name.split("-lr")[0].split("-", 1)[1]
+        run.update(name=name, arm=arms.get((family, arm_name)),
+                   curve=_validation_curve(os.path.join(directory, "log.csv"), run["config"]))
         analysis = os.path.join(directory, "analysis.json")
         run["analysis"] = _read_json(analysis) if os.path.exists(analysis) else None
-        finished.append(run)
+        if run["arm"] is not None:
+            finished.append(run)
     if not finished:
         raise ValueError(f"No finished runs in {runs_dir!r}: run the study first.")
-    return finished
+    return plan, finished
 
 
 def summarize(output_dir):
-    """Writes `results.csv`, `results.md`, `paired.csv`, `learning_curves.png` (and, when
-    analysed, `error_recovery.csv` and `error_recovery.png`); returns the result rows."""
-    runs = collect(output_dir)
-    rows = result_rows(runs)
-    paired = paired_comparisons(runs)
-    recovery = recovery_rows(runs)
-    _write_csv(os.path.join(output_dir, "results.csv"), RESULT_COLUMNS, rows)
-    _write_csv(os.path.join(output_dir, "paired.csv"), PAIRED_COLUMNS, paired)
+    """Writes `results.csv`, `comparisons.csv`, `results.md`, `learning_curves.png` (and,
+    when analysed, `error_recovery.csv`, `error_recovery.png`); returns the arm rows."""
+    plan, runs = collect(output_dir)
+    selection_path = os.path.join(output_dir, SELECTION_FILE)
+    chosen = _read_json(selection_path)["chosen"] if os.path.exists(selection_path) else {}
+    counted = _counted(runs, chosen)
+    rows = arm_rows(counted, chosen)
+    comparisons = comparison_rows(counted)
+    recovery = recovery_rows(counted)
+    _write_csv(os.path.join(output_dir, "results.csv"), ARM_COLUMNS, rows)
+    _write_csv(os.path.join(output_dir, "comparisons.csv"), COMPARISON_COLUMNS, comparisons)
     if recovery:
         _write_csv(os.path.join(output_dir, "error_recovery.csv"), RECOVERY_COLUMNS, recovery)
-    plots = _plot(runs, output_dir)
+    plots = _plot(counted, output_dir)
     with open(os.path.join(output_dir, "results.md"), "w") as handle:
-        handle.write(results_markdown(runs, rows, paired, recovery, plots))
+        handle.write(results_markdown(plan, counted, rows, comparisons, recovery, plots,
+                                      runs))
     return rows
 
 
-def _groups(runs):
-    groups = {}
+def _counted(runs, chosen):
+    """The runs that count as seeds of their arm: all of them at the arm's chosen rate (the
+    other rates' first-seed runs served the selection only)."""
+    counted = []
     for run in runs:
-        config = run["config"]
-        groups.setdefault((config["family"], config["parametrization"]), []).append(run)
-    return groups
+        arm = run["arm"]
+        rate = chosen.get(f"{arm['family']}/{arm['name']}")
+        if rate is None or run["config"]["learning_rate"] == rate:
+            counted.append(run)
+    return counted
+
+
+def _by_arm(runs):
+    arms = {}
+    for run in runs:
+        arms.setdefault((run["arm"]["family"], run["arm"]["name"]), []).append(run)
+    return arms
 
 
 def _mean(values):
@@ -201,16 +367,22 @@ def _mean_std(values):
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else None
 
 
-def result_rows(runs):
+ARM_COLUMNS = ["family", "arm", "sharing", "rank_level", "units", "rank", "recurrent_params",
+               "params", "learning_rate", "seeds", "valid_bpc_mean", "valid_bpc_std",
+               "test_bpc_mean", "test_bpc_std", "chars_per_sec"]
+
+
+def arm_rows(runs, chosen):
     rows = []
-    for (family, parametrization), group in _groups(runs).items():
-        config = group[0]["config"]
+    for (family, name), group in _by_arm(runs).items():
+        arm, config = group[0]["arm"], group[0]["config"]
         valid = _mean_std([r["valid_bpc"] for r in group])
         test = _mean_std([r["test_bpc"] for r in group])
         rows.append({
-            "family": family, "parametrization": parametrization, "seeds": len(group),
-            "params": group[0]["params"], "recurrent_params": group[0]["recurrent_params"],
-            "units": config["units"], "rank": config["rank"],
+            "family": family, "arm": name, "sharing": arm["sharing"],
+            "rank_level": arm["level"], "units": config["units"], "rank": config["rank"],
+            "recurrent_params": group[0]["recurrent_params"], "params": group[0]["params"],
+            "learning_rate": config["learning_rate"], "seeds": len(group),
             "valid_bpc_mean": valid[0], "valid_bpc_std": valid[1],
             "test_bpc_mean": test[0], "test_bpc_std": test[1],
             # (None for a run finished by a resume that had no steps left to time.)
@@ -220,94 +392,151 @@ def result_rows(runs):
     return rows
 
 
-PAIRED_COLUMNS = ["family", "comparison", "split", "seeds", "differences", "mean",
-                  "ci95_low", "ci95_high"]
+# Each comparison: a name, and the per-seed difference from the test BPC of every arm role
+# (sharing, level) of one family; negative favours the first-named side.
+FACTORIAL_TESTS = [
+    ("sharing, at equal rank (main effect): shared − unshared",
+     lambda b: ((b["shared", "k_s"] - b["unshared", "k_s"])
+                + (b["shared", "k_u"] - b["unshared", "k_u"])) / 2),
+    ("rank, at equal sharing (main effect): k_s − k_u",
+     lambda b: ((b["shared", "k_s"] - b["shared", "k_u"])
+                + (b["unshared", "k_s"] - b["unshared", "k_u"])) / 2),
+    ("sharing × rank interaction: (shared − unshared at k_s) − (at k_u)",
+     lambda b: ((b["shared", "k_s"] - b["unshared", "k_s"])
+                - (b["shared", "k_u"] - b["unshared", "k_u"]))),
+    ("equal budget: shared@k_s − unshared@k_u",
+     lambda b: b["shared", "k_s"] - b["unshared", "k_u"]),
+    ("equal budget: multiplicative (shared@k_s) − additive",
+     lambda b: b["shared", "k_s"] - b["additive", "budget"]),
+]
+SIMPLE_EFFECTS = [
+    ("sharing at k_s: shared − unshared", lambda b: b["shared", "k_s"] - b["unshared", "k_s"]),
+    ("sharing at k_u: shared − unshared", lambda b: b["shared", "k_u"] - b["unshared", "k_u"]),
+    ("rank in shared: k_s − k_u", lambda b: b["shared", "k_s"] - b["shared", "k_u"]),
+    ("rank in unshared: k_s − k_u", lambda b: b["unshared", "k_s"] - b["unshared", "k_u"]),
+]
+BUDGET_TESTS = [
+    ("equal budget: shared − unshared", lambda b: b["shared", "k_s"] - b["unshared", "k_u"]),
+    ("equal budget: shared − additive", lambda b: b["shared", "k_s"] - b["additive", "budget"]),
+    ("equal budget: unshared − additive",
+     lambda b: b["unshared", "k_u"] - b["additive", "budget"]),
+]
+COMPARISON_COLUMNS = ["family", "comparison", "kind", "seeds", "differences", "mean",
+                      "ci95_low", "ci95_high", "t", "p", "p_holm", "effect_size"]
 
 
-def paired_comparisons(runs):
-    """Per family and pair `(a, b)`: `bpc(a) − bpc(b)` of the runs with the same seed, their
-    mean and a 95% t-interval (none with a single seed)."""
-    from scipy import stats
-
-    groups = _groups(runs)
+def comparison_rows(runs):
+    """Per family: the tests of its design (Holm-corrected together) and, for the factorial
+    design, the simple effects (descriptive: uncorrected p)."""
     rows = []
-    families = sorted({family for family, _ in groups})
+    families = sorted({run["arm"]["family"] for run in runs})
     for family in families:
-        for a, b in PAIRS:
-            if (family, a) not in groups or (family, b) not in groups:
-                continue
-            by_seed = {r["config"]["seed"]: r for r in groups[(family, b)]}
-            pairs = [(r, by_seed[r["config"]["seed"]]) for r in groups[(family, a)]
-                     if r["config"]["seed"] in by_seed]
-            for split in ("test", "valid"):
-                differences = np.array([x[f"{split}_bpc"] - y[f"{split}_bpc"] for x, y in pairs])
-                mean = float(differences.mean())
-                low = high = None
-                if len(differences) > 1:
-                    half = stats.t.ppf(0.975, len(differences) - 1) * differences.std(
-                        ddof=1) / math.sqrt(len(differences))
-                    low, high = mean - half, mean + half
-                rows.append({"family": family, "comparison": f"{a} − {b}", "split": split,
-                             "seeds": len(differences),
-                             "differences": " ".join(f"{d:+.4f}" for d in differences),
-                             "mean": mean, "ci95_low": low, "ci95_high": high})
+        by_seed = {}
+        for run in runs:
+            arm = run["arm"]
+            if arm["family"] == family:
+                by_seed.setdefault(run["config"]["seed"], {})[arm["sharing"], arm["level"]] = \
+                    run["test_bpc"]
+        roles = set.intersection(*(set(b) for b in by_seed.values())) if by_seed else set()
+        factorial = {("shared", "k_u"), ("unshared", "k_s")} <= roles
+        tests = [(FACTORIAL_TESTS if factorial else BUDGET_TESTS, "test"),
+                 (SIMPLE_EFFECTS if factorial else [], "descriptive")]
+        for group, kind in tests:
+            family_rows = []
+            for name, difference in group:
+                try:
+                    values = [difference(b) for _, b in sorted(by_seed.items())]
+                except KeyError:  # an arm this study does not have
+                    continue
+                family_rows.append({"family": family, "comparison": name, "kind": kind,
+                                    "seeds": len(values),
+                                    "differences": " ".join(f"{v:+.4f}" for v in values),
+                                    **_renamed(paired_test(values))})
+            if kind == "test":
+                for row, adjusted in zip(family_rows, holm([r["p"] for r in family_rows])):
+                    row["p_holm"] = adjusted
+            rows += family_rows
     return rows
 
 
-RECOVERY_COLUMNS = ["family", "parametrization", "seeds", "area_mean", "area_std",
-                    "recovery_steps_mean", "first_step_excess", "state_cosine"]
+def _renamed(test):
+    return {key: test[key] for key in ("mean", "ci95_low", "ci95_high", "t", "p",
+                                       "effect_size")}
+
+
+RECOVERY_COLUMNS = ["family", "arm", "seeds", "clean_bits", "first_step_excess",
+                    "area_mean", "relative_area_mean", "remaining_after_5",
+                    "remaining_after_20", "recovery_steps_mean", "state_cosine"]
 
 
 def recovery_rows(runs):
     rows = []
-    for (family, parametrization), group in _groups(runs).items():
+    for (family, name), group in _by_arm(runs).items():
         analysed = [r["analysis"] for r in group if r["analysis"]]
         if not analysed:
             continue
-        area = _mean_std([a["area"] for a in analysed])
         steps = [a["recovery_steps"] for a in analysed]
         rows.append({
-            "family": family, "parametrization": parametrization, "seeds": len(analysed),
-            "area_mean": area[0], "area_std": area[1],
+            "family": family, "arm": name, "seeds": len(analysed),
+            "clean_bits": _mean([np.mean(a["clean"]) for a in analysed if "clean" in a]),
+            "first_step_excess": _mean([a["curve"][0] for a in analysed]),
+            "area_mean": _mean([a["area"] for a in analysed]),
+            "relative_area_mean": _mean([a["relative_area"] for a in analysed
+                                         if "relative_area" in a]),
+            "remaining_after_5": _mean([a["remaining"][4] for a in analysed
+                                        if "remaining" in a]),
+            "remaining_after_20": _mean([a["remaining"][19] for a in analysed
+                                         if "remaining" in a]),
             # A model that never recovers within the horizon counts as the horizon + 1.
-            "recovery_steps_mean": float(np.mean([s if s is not None else a["horizon"] + 1
-                                                  for s, a in zip(steps, analysed)])),
-            "first_step_excess": float(np.mean([a["curve"][0] for a in analysed])),
-            "state_cosine": float(np.mean([a["state_cosine"][-1] for a in analysed])),
+            "recovery_steps_mean": _mean([s if s is not None else a["horizon"] + 1
+                                          for s, a in zip(steps, analysed)]),
+            "state_cosine": _mean([a["state_cosine"][-1] for a in analysed]),
         })
     return rows
 
 
-def results_markdown(runs, rows, paired, recovery, plots):
+def results_markdown(plan, runs, rows, comparisons, recovery, plots, all_runs):
     config = runs[0]["config"]
+    commits = sorted({str((r.get("code") or {}).get("commit")) for r in all_runs})
     lines = [
         "# Sharing study",
         "",
         f"Corpus `{runs[0]['corpus']}`; {config['steps']} steps of batch {config['batch_size']}"
-        f" × {config['seq_len']} symbols, Adam at {config['learning_rate']} decayed linearly "
-        f"to 0, embedding {config['embedding_dim']}, {config['num_layers']} layer(s). "
-        "Within a family every parametrization has the same recurrent-weight budget "
-        "(`recurrent_params`); `params` adds the embedding and output layer. BPC over the "
-        f"whole valid and test splits (rows of {config['test_batch_size']}). Mean ± "
-        "standard deviation over seeds.",
+        f" × {config['seq_len']} symbols, Adam decayed linearly to 0 (rate per arm, below), "
+        f"embedding {config['embedding_dim']}, {config['num_layers']} layer(s). BPC over the "
+        f"whole valid and test splits (rows of {config['test_batch_size']}). Mean ± standard "
+        "deviation over seeds (none for one seed).",
         "",
-        _table(RESULT_COLUMNS, rows),
+        f"Command: `{plan.get('description') or 'keras_mulrnn.analysis.study.run_study'}`; "
+        f"code: {', '.join(commits)} (every run's `results.json` records its own); seeds "
+        f"{sorted({r['config']['seed'] for r in runs})}.",
         "",
-        "## Paired comparisons (same seed, same data order)",
+        f"Learning rates: {plan['rates']}; each arm's is the one with the lowest validation "
+        "BPC of its first seed" + (f"; fixed: {plan['fixed_rates']}" if plan['fixed_rates']
+                                   else "") + ".",
         "",
-        "`a − b` in BPC per seed; negative favours `a`. 95% t-interval over seeds.",
+        _table(ARM_COLUMNS, rows),
         "",
-        _table(PAIRED_COLUMNS, paired),
+        "## Comparisons (test split; runs paired by seed)",
+        "",
+        "`a − b` in BPC per seed; negative favours `a`. Mean, 95% t-interval, paired t-test, "
+        "Holm-adjusted p over the tests of one family (the rows of kind `test` of that "
+        "family), effect size d_z = mean / sd of the differences. Rows of kind "
+        "`descriptive` are the simple effects behind the main effects; their p is not "
+        "corrected.",
+        "",
+        _table(COMPARISON_COLUMNS, comparisons),
     ]
     if recovery:
         lines += [
             "",
             "## Error recovery (test split)",
             "",
-            "Excess loss after one wrong input symbol: `area` sums it over the next steps "
-            "(bits), `recovery_steps` is the first step with an excess under the threshold, "
-            "`first_step_excess` the excess on the very next symbol, `state_cosine` the mean "
-            "cosine of successive hidden states of the top layer.",
+            "After one wrong input symbol: `first_step_excess` (bits) on the next symbol, "
+            "`area_mean` the raw excess summed over 50 steps, `relative_area_mean` the excess "
+            "in units of the model's own clean loss summed likewise, `remaining_after_k` the "
+            "share of the first step's excess left after k steps, `clean_bits` the mean clean "
+            "loss at those positions, `state_cosine` of successive hidden states.",
             "",
             _table(RECOVERY_COLUMNS, recovery),
         ]
@@ -327,7 +556,9 @@ def _cell(value):
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.2g}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
@@ -338,13 +569,14 @@ def _validation_curve(log_path, config):
     points = {}
     with open(log_path) as handle:
         for line in csv.DictReader(handle):
-            step = min((int(line["epoch"]) + 1) * config["eval_every"], config["steps"])
+            step = (int(float(line["step"])) if line.get("step") else
+                    min((int(line["epoch"]) + 1) * config["eval_every"], config["steps"]))
             points[step] = (step, float(line["bpc"]), float(line["val_bpc"]))
     return [points[step] for step in sorted(points)]
 
 
 def _plot(runs, output_dir):
-    """The learning curves (and error-recovery curves) as PNGs; [] without matplotlib."""
+    """The learning curves (and recovery curves) as PNGs; [] without matplotlib."""
     try:
         import matplotlib
     except ImportError:
@@ -353,9 +585,10 @@ def _plot(runs, output_dir):
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    groups = _groups(runs)
+    arms = _by_arm(runs)
+    families = sorted({family for family, _ in arms})
 
-    def learning_curves(axis, family, parametrization, group):
+    def learning_curves(axis, family, name, group):
         curves = [r["curve"] for r in group if r["curve"]]
         if not curves:
             return
@@ -363,40 +596,45 @@ def _plot(runs, output_dir):
         steps = [p[0] for p in curves[0][:length]]
         values = np.array([[p[2] for p in c[:length]] for c in curves])
         mean, std = values.mean(axis=0), values.std(axis=0)
-        axis.plot(steps, mean, label=f"{parametrization} ({len(curves)} seeds)")
-        axis.fill_between(steps, mean - std, mean + std, alpha=0.2)
-        axis.set(title=f"m{family.upper()} (additive: {family.upper()})", xlabel="step",
-                 ylabel="validation BPC")
+        axis.plot(steps, mean, label=f"{name} ({len(curves)} seeds)")
+        axis.fill_between(steps, mean - std, mean + std, alpha=0.15)
+        axis.set(title=f"{family}: validation BPC", xlabel="step", ylabel="BPC")
 
-    def recovery_curves(axis, family, parametrization, group):
-        analysed = [r["analysis"] for r in group if r["analysis"]]
-        if not analysed:
-            return
-        curve = np.mean([a["curve"] for a in analysed], axis=0)
-        axis.plot(np.arange(1, len(curve) + 1), curve, label=parametrization)
-        axis.axhline(analysed[0]["threshold"], color="grey", linestyle=":")
-        axis.set(title=f"{family}: excess loss after a wrong symbol", xlabel="steps after",
-                 ylabel="excess bits")
-        # Logarithmic above 0.01 bits, linear around 0 (late excesses are noise of either
-        # sign).
-        axis.set_yscale("symlog", linthresh=1e-2)
+    def curve_plot(key, ylabel, symlog):
+        def draw(axis, family, name, group):
+            analysed = [r["analysis"][key] for r in group
+                        if r["analysis"] and key in r["analysis"]]
+            if not analysed:
+                return
+            curve = np.mean(analysed, axis=0)
+            axis.plot(np.arange(1, len(curve) + 1), curve, label=name)
+            axis.set(title=f"{family}: after one wrong symbol", xlabel="steps after",
+                     ylabel=ylabel)
+            if symlog:
+                # Logarithmic above 0.01, linear around 0 (late values are noise of either
+                # sign).
+                axis.set_yscale("symlog", linthresh=1e-2)
+
+        return draw
 
     plots = [("validation BPC during training, mean ± std over seeds", "learning_curves.png",
               learning_curves)]
     if any(r["analysis"] for r in runs):
-        plots.append(("excess loss after one wrong symbol, mean over seeds",
-                      "error_recovery.png", recovery_curves))
-    families = sorted({family for family, _ in groups})
-    for _, name, draw in plots:
-        figure, axes = pyplot.subplots(1, len(families), figsize=(6 * len(families), 4),
+        plots += [("excess loss after one wrong symbol (bits), mean over seeds",
+                   "error_recovery.png", curve_plot("curve", "excess bits", True)),
+                  ("excess loss in units of the clean loss, mean over seeds",
+                   "error_recovery_relative.png",
+                   curve_plot("relative", "excess / clean loss", True))]
+    for _, file_name, draw in plots:
+        figure, axes = pyplot.subplots(1, len(families), figsize=(6.5 * len(families), 4.2),
                                        squeeze=False)
         for axis, family in zip(axes[0], families):
-            for (group_family, parametrization), group in sorted(groups.items()):
-                if group_family == family:
-                    draw(axis, family, parametrization, group)
-            axis.legend()
+            for (arm_family, name), group in sorted(arms.items()):
+                if arm_family == family:
+                    draw(axis, family, name, group)
+            axis.legend(fontsize=8)
         figure.tight_layout()
-        figure.savefig(os.path.join(output_dir, name), dpi=100)
+        figure.savefig(os.path.join(output_dir, file_name), dpi=100)
         pyplot.close(figure)
     return [(title, name) for title, name, _ in plots]
 

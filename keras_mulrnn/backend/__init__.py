@@ -135,6 +135,12 @@ def step_logs(logs):
     return implementation().step_logs(logs)
 
 
+def limit_threads(threads):
+    """At most `threads` CPU threads per operation from now on; call it before the first
+    operation runs."""
+    implementation().limit_threads(threads)
+
+
 def enable_determinism():
     """Deterministic kernels for the rest of the process (the same seed, the same run)."""
     implementation().enable_determinism()

@@ -3,6 +3,7 @@
 from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
 from keras_mulrnn.data.corpora import (
     CORPORA,
+    KINDS,
     Corpus,
     load_corpus,
     load_embedded,
@@ -22,6 +23,7 @@ __all__ = [
     "load_corpus",
     "load_embedded",
     "CORPORA",
+    "KINDS",
     "load_enwik8",
     "load_ptb",
     "load_text",

@@ -29,8 +29,10 @@ PTB_FILES = {split: f"ptb.char.{split}.txt" for split in ("train", "valid", "tes
 EMBEDDED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedded",
                         "tinyshakespeare.txt")
 # What reading a file costs in memory, per byte of the file: the bytes, the decoded str (up
-# to 4 bytes a character) and the ids; bytes and ids alone for a byte corpus.
-_MEMORY_PER_BYTE = {"char": 6, "byte": 2}
+# to 4 bytes a character) and the ids; bytes and ids alone for a byte corpus; a list of
+# Python strings, one per token, for Penn Treebank's format.
+_MEMORY_PER_BYTE = {"char": 6, "byte": 2, "ptb": 100}
+KINDS = tuple(_MEMORY_PER_BYTE)
 
 
 @dataclasses.dataclass
@@ -130,13 +132,19 @@ def corpus_from_text(name, text, fractions=DEFAULT_FRACTIONS):
 
 
 def load_text(path, kind="char", fractions=DEFAULT_FRACTIONS):
-    """Any text (`kind="char"`, UTF-8; a leading byte-order mark is not a symbol) or byte
-    (`kind="byte"`) file, split by fractions."""
+    """Any text (`kind="char"`, UTF-8; a leading byte-order mark is not a symbol), byte
+    (`kind="byte"`) or Penn Treebank character-format (`kind="ptb"`: space-separated
+    symbols, one symbol per line break) file, split by fractions."""
     if kind not in _MEMORY_PER_BYTE:
         raise ValueError(
-            f"Invalid value for argument `kind`: received kind={kind!r}. Allowed: 'char', 'byte'."
+            f"Invalid value for argument `kind`: received kind={kind!r}. Allowed: {KINDS}."
         )
     path = check_file(path, kind=kind)
+    if kind == "ptb":
+        tokens = read_ptb_tokens(path)
+        vocabulary = Vocabulary.from_data(tokens, "char")
+        ids = vocabulary.encode(tokens, what=os.path.basename(path))
+        return Corpus(os.path.basename(path), vocabulary, *split_by_fractions(ids, fractions))
     with open(path, "rb") as handle:
         data = handle.read()
     name = os.path.basename(path)

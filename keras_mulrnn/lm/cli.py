@@ -87,6 +87,9 @@ def parser(description, defaults, data_help, exclude=(), prog=None):
                         "gives the same weights, somewhat slower")
     p.add_argument("--verbose", action="store_true",
                    help="show the backend's own start-up and compilation logs")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads an operation may use (0: all cores; 1 each for two "
+                        "processes sharing a 2-core machine)")
     for field in dataclasses.fields(TrainConfig):
         if field.name in exclude:
             continue
@@ -149,6 +152,9 @@ def start_backend(args, strategy="default"):
     multi-worker cluster must be joined first)."""
     verbose = getattr(args, "verbose", False)
     deterministic = getattr(args, "deterministic", False)
+    threads = getattr(args, "threads", 0)
+    if threads < 0:
+        raise ValueError(f"--threads must be 0 (all cores) or more, got {threads}.")
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if deterministic:  # read by XLA when the backend starts (TensorFlow's XLA and JAX)
@@ -164,6 +170,8 @@ def start_backend(args, strategy="default"):
 
         from keras_mulrnn import backend
 
+        if threads:
+            backend.limit_threads(threads)
         if strategy != "default":
             backend.make_distribution(strategy)
         keras.ops.convert_to_numpy(keras.ops.ones((1,)) + 1)

@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-from keras_mulrnn.data import CORPORA
+from keras_mulrnn.data import CORPORA, KINDS
 from keras_mulrnn.lm import cli
 
 # `train` without a job's defaults: a mid-sized model on any text.
@@ -35,8 +35,8 @@ def train(argv=None, description="Train a character language model.", defaults=N
                         "the data file (or PTB directory); see --corpus", prog=prog)
     parser.add_argument("--corpus", choices=("auto",) + CORPORA, default=corpus,
                         help=CORPUS_HELP)
-    parser.add_argument("--kind", choices=("char", "byte"), default="char",
-                        help="read a text file as UTF-8 characters or as raw bytes")
+    parser.add_argument("--kind", choices=KINDS, default="char",
+                        help="read a text file as UTF-8 characters, raw bytes, or Penn Treebank symbols (ptb)")
     parser.add_argument("--tfds", help="a TFDS text dataset name (needs the tfds extra and, "
                                        "once, the network)")
     args = parser.parse_args(argv)
@@ -66,8 +66,8 @@ def evaluate(argv=None, prog="keras_mulrnn evaluate"):
     p.add_argument("--corpus", choices=("auto",) + CORPORA, default="auto", help=CORPUS_HELP)
     p.add_argument("--data", help="the file (or PTB directory) the model was trained on")
     p.add_argument("--tfds", help="a TFDS text dataset name")
-    p.add_argument("--kind", choices=("char", "byte"), default="char",
-                   help="read a text file as characters or as raw bytes")
+    p.add_argument("--kind", choices=KINDS, default="char",
+                   help="read a text file as UTF-8 characters, raw bytes, or Penn Treebank symbols (ptb)")
     p.add_argument("--split", choices=("train", "valid", "test"), default="test",
                    help="the split to score")
     p.add_argument("--batch-size", type=int, default=1,

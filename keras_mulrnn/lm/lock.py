@@ -51,6 +51,18 @@ def hold_directory(directory, what="run"):
         handle.close()  # releases the lock
 
 
+def held_elsewhere(directory):
+    """Whether another process holds `directory` now (a hint: it may change at once)."""
+    path = os.path.join(os.fspath(directory), LOCK_FILE)
+    if not os.path.exists(path):
+        return False
+    try:
+        with hold_directory(directory):
+            return False
+    except DirectoryInUse:
+        return True
+
+
 def _read_holder(path):
     try:
         with open(path) as handle:

@@ -223,6 +223,7 @@ class _Run:
             "data": self.meta["data"],
             "backend": backend.name(),
             "strategy": config.strategy,
+            "code": code_version(),
         }
         results_path = os.path.join(self.output_dir, RESULTS)
         write_json_atomically(results_path, results)
@@ -303,6 +304,27 @@ class _Run:
                 f"The checkpoint's settings differ from this run's ({details}). Resume with "
                 f"the same flags, or start a new run in another --output directory."
             )
+
+
+def code_version():
+    """The package version and, from a git checkout, its commit and whether files differ
+    from it: what a result was computed with."""
+    import subprocess
+
+    from keras_mulrnn import __version__
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    version = {"version": __version__, "commit": None, "modified": None}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return version
+    if commit.returncode == 0:
+        version.update(commit=commit.stdout.strip(), modified=bool(status.stdout.strip()))
+    return version
 
 
 def intervals(start, total, every):

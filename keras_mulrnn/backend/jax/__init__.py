@@ -7,6 +7,8 @@ are then written back. So the same code that reads and assigns variables on Tens
 unchanged here.
 """
 
+import os
+
 import jax
 import keras
 from keras.src.backend.common.stateless_scope import get_stateless_scope
@@ -16,7 +18,7 @@ from keras_mulrnn.backend.jax.fused import sequence_function as fused_sequence
 
 __all__ = ["fused_sequence", "compile_function", "value_and_gradients", "categorical",
            "make_distribution", "replica_sum", "step_logs", "sync_model_state",
-           "enable_determinism"]
+           "enable_determinism", "limit_threads"]
 
 
 def compile_function(fn, model, jit_compile):
@@ -76,6 +78,14 @@ def replica_sum(gradients):
 
 def step_logs(logs):
     return logs
+
+
+def limit_threads(threads):
+    """XLA reads its CPU thread count from `XLA_FLAGS` when JAX starts its backend (at the
+    first operation)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = (f"{flags} --xla_cpu_multi_thread_eigen={threads > 1} "
+                               f"intra_op_parallelism_threads={threads}").strip()
 
 
 def enable_determinism():

@@ -7,7 +7,7 @@ from keras_mulrnn.backend.tensorflow.fused import sequence_function as fused_seq
 
 __all__ = ["fused_sequence", "compile_function", "value_and_gradients", "categorical",
            "make_distribution", "replica_sum", "step_logs", "sync_model_state",
-           "enable_determinism"]
+           "enable_determinism", "limit_threads"]
 
 
 def compile_function(fn, model, jit_compile):
@@ -27,6 +27,11 @@ def value_and_gradients(loss_fn, variables):
 def categorical(logits, seed, step):
     step_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
     return tf.random.stateless_categorical(logits, 1, seed=step_seed, dtype=tf.int32)[:, 0]
+
+
+def limit_threads(threads):
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 def enable_determinism():

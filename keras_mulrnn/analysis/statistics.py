@@ -1,0 +1,50 @@
+"""Paired comparisons for the study: per-seed differences, their interval, a paired t-test,
+Holm's correction over a family of tests, and an effect size.
+
+Runs of two arms with the same seed share their data order and initialization scheme, so
+they pair up: the test is on the per-seed differences `d_i = a_i − b_i` (negative favours
+`a`), with `n − 1` degrees of freedom.
+"""
+
+import math
+
+import numpy as np
+
+
+def paired_test(differences):
+    """Mean, 95% t-interval, t statistic, two-sided p-value and effect size `d_z` (the mean
+    difference in standard deviations of the differences) of paired `differences`.
+
+    With one difference, or differences that are all equal, only the mean is defined; the
+    other values are None.
+    """
+    from scipy import stats
+
+    d = np.asarray(differences, np.float64)
+    n = len(d)
+    result = {"n": n, "mean": float(d.mean()) if n else None, "ci95_low": None,
+              "ci95_high": None, "t": None, "p": None, "effect_size": None}
+    if n < 2:
+        return result
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:
+        return result
+    se = sd / math.sqrt(n)
+    half = float(stats.t.ppf(0.975, n - 1)) * se
+    t = result["mean"] / se
+    result.update(ci95_low=result["mean"] - half, ci95_high=result["mean"] + half, t=t,
+                  p=float(2 * stats.t.sf(abs(t), n - 1)), effect_size=result["mean"] / sd)
+    return result
+
+
+def holm(p_values):
+    """Holm's step-down adjustment of a family of p-values (None entries are left out and
+    stay None): the `i`-th smallest of `m` is multiplied by `m − i`, made monotone, capped
+    at 1. A test is significant at level α when its adjusted p is ≤ α."""
+    indexed = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(indexed):
+        running = max(running, min(1.0, (len(indexed) - rank) * p))
+        adjusted[index] = running
+    return adjusted
