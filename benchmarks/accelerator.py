@@ -31,11 +31,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (  # noqa: E402
     SEQ_LEN,
-    VOCABULARY,
+    build_model,
     describe_machine,
     flops_per_char,
     matmul_rate,
     sampling_rates,
+    time_training,
 )
 
 FULL = dict(units=2800, batch=128, embedding=400, steps=4, warmup=2, loop_steps=100,
@@ -89,8 +90,9 @@ def main():
             continue
         keras.config.set_dtype_policy(policy)
         keras.utils.set_random_seed(0)
-        model = _model(parametrization, row_units, rank, embedding, batch)
-        chars = _train_rate(model, batch, sizes["warmup"], sizes["steps"])
+        model = build_model("lstm", parametrization, row_units, rank, jit=True, batch=batch,
+                            embedding=embedding)
+        chars = time_training(model, batch, sizes["warmup"], sizes["steps"])
         keras.config.set_dtype_policy("float32")
         flops = 3 * flops_per_char("lstm", parametrization, row_units, rank,
                                    embedding=embedding)
@@ -111,42 +113,6 @@ def main():
     if in_budget("the enwik8 default model"):
         _main_job(sizes, args.smoke)
     print(f"\nwall time {time.perf_counter() - started:.0f} s")
-
-
-def _model(parametrization, units, rank, embedding, batch):
-    import keras
-
-    import keras_mulrnn as km
-
-    if parametrization == "keras":
-        recurrent = keras.layers.LSTM(units, return_sequences=True)
-    else:
-        recurrent = km.make_layer("lstm", parametrization, units=units, rank=rank,
-                                  return_sequences=True)
-    model = keras.Sequential([
-        keras.Input((SEQ_LEN,), dtype="int32", batch_size=batch),
-        keras.layers.Embedding(VOCABULARY, embedding),
-        recurrent,
-        keras.layers.Dense(VOCABULARY, dtype="float32"),
-    ])
-    model.compile(keras.optimizers.Adam(1e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=True)
-    return model
-
-
-def _train_rate(model, batch, warmup, steps):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    data = rng.integers(0, VOCABULARY, (warmup + steps, batch, SEQ_LEN + 1)).astype("int32")
-    for x in data[:warmup]:
-        model.train_on_batch(x[:, :-1], x[:, 1:])
-    began = time.perf_counter()
-    for x in data[warmup:]:
-        loss = model.train_on_batch(x[:, :-1], x[:, 1:])
-    float(np.asarray(loss).reshape(-1)[0])  # waits for the device
-    return steps * batch * SEQ_LEN / (time.perf_counter() - began)
 
 
 def _main_job(sizes, smoke):

@@ -63,7 +63,8 @@ def matmul_rate(batch, inner, width, dtype="float32", seconds=1.0):
     return 2 * batch * inner * width * count / (time.perf_counter() - started) / 1e9
 
 
-def build_model(family, parametrization, units, rank, jit, fused=True, batch=None):
+def build_model(family, parametrization, units, rank, jit, fused=True, batch=None,
+                embedding=EMBEDDING):
     """A character model (embedding → one recurrent layer → logits), compiled with Adam;
     `parametrization="keras"` is Keras's own LSTM or GRU."""
     import keras
@@ -78,7 +79,7 @@ def build_model(family, parametrization, units, rank, jit, fused=True, batch=Non
                                   return_sequences=True, fused=fused)
     model = keras.Sequential([
         keras.Input((SEQ_LEN,), dtype="int32", batch_size=batch),
-        keras.layers.Embedding(VOCABULARY, EMBEDDING),
+        keras.layers.Embedding(VOCABULARY, embedding),
         recurrent,
         keras.layers.Dense(VOCABULARY, dtype="float32"),
     ])
@@ -102,7 +103,8 @@ def time_training(model, batch, warmup, steps):
         model.train_on_batch(x[:, :-1], x[:, 1:])
     started = time.perf_counter()
     for x in data[warmup:]:
-        model.train_on_batch(x[:, :-1], x[:, 1:])
+        loss = model.train_on_batch(x[:, :-1], x[:, 1:])
+    float(np.asarray(loss).reshape(-1)[0])  # waits for an asynchronous device
     return steps * batch * SEQ_LEN / (time.perf_counter() - started)
 
 

@@ -19,7 +19,6 @@ an interrupted one; the same command started twice shares the work between two p
 import json
 import sys
 
-from keras_mulrnn.data import KINDS
 from keras_mulrnn.lm import cli
 
 # A study of small models: about 3 minutes a run on 2 CPU cores.
@@ -34,10 +33,7 @@ def main():
                         "(default: the corpus embedded in the package)",
                         exclude=("family", "parametrization", "resume", "learning_rate"),
                         prog="compare_sharing.py")
-    parser.add_argument("--kind", choices=KINDS, default="char",
-                        help="read --data as UTF-8 characters, raw bytes, or Penn Treebank "
-                             "symbols (ptb)")
-    parser.add_argument("--tfds", help="a TFDS text dataset name instead of --data")
+    cli.add_corpus_arguments(parser)
     parser.add_argument("--family", dest="families", default="lstm,gru",
                         help="comma-separated families (rnn, lstm, gru) or 'all'")
     parser.add_argument("--design", choices=("factorial", "budget"), default="factorial",
@@ -60,8 +56,7 @@ def main():
                         help="also measure error recovery (raw and normalised) and state "
                              "smoothness")
     args = parser.parse_args()
-    if args.data is not None and args.tfds is not None:
-        parser.error("give at most one of --data FILE or --tfds NAME")
+    corpus_name = cli.corpus_name(args, parser)
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
     if args.budget is not None and args.budget < 1:
@@ -76,7 +71,6 @@ def main():
     args.learning_rate = rates[0]
     base = cli.configure(args, parser)
     from keras_mulrnn.analysis.study import plan_arms, run_study
-    from keras_mulrnn.data import load_embedded, load_text, load_tfds
 
     families = ("rnn", "lstm", "gru") if args.families == "all" else args.families.split(",")
     arms = plan_arms(base, families, args.design, args.parametrizations.split(","),
@@ -90,8 +84,7 @@ def main():
             raise ValueError(f"{args.rates_from!r} has no rate for {missing}: it is the "
                              f"selection of a study with other arms.")
         fixed = {arm.key: chosen[arm.key] for arm in arms}
-    corpus = (load_tfds(args.tfds, args.kind) if args.tfds
-              else load_text(args.data, args.kind) if args.data else load_embedded())
+    corpus = cli.load_named_corpus(corpus_name, args)
     print(f"{corpus.name}: {len(arms)} arms × {args.seeds} seeds into {args.output}")
     rows = run_study(corpus, arms, args.seeds, rates, args.output, fixed_rates=fixed,
                      analysis=args.analysis, description=" ".join(sys.argv))

@@ -64,6 +64,20 @@ class _Stopped(Exception):
     pass
 
 
+def stopped_then_resumed(output_dir, strategy, resume_strategy):
+    """A run under `strategy` stopped after step 6 (its checkpoint of step 6 written), then
+    resumed under `resume_strategy`; returns the resumed run's record."""
+    try:
+        train(corpus(), small_config(strategy=strategy, checkpoint_every=2), output_dir,
+              verbose=0, extra_callbacks=[Record(stop_at=6)])
+    except _Stopped:
+        pass
+    record = Record()
+    train(corpus(), small_config(strategy=resume_strategy, checkpoint_every=2), output_dir,
+          resume=True, verbose=0, extra_callbacks=[record])
+    return record
+
+
 def mirrored(output_dir):
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -76,18 +90,10 @@ def mirrored(output_dir):
         train(corpus(), small_config(strategy=strategy, jit_compile=strategy == "mirrored"),
               os.path.join(output_dir, strategy), verbose=0, extra_callbacks=[record])
         results[strategy] = record
-    # A mirrored run stopped after step 6 (its checkpoint of step 6 written), resumed on
-    # one device: the carried state of both replicas' rows must come back in row order.
-    resumed_dir = os.path.join(output_dir, "resumed")
-    try:
-        train(corpus(), small_config(strategy="mirrored", checkpoint_every=2), resumed_dir,
-              verbose=0, extra_callbacks=[Record(stop_at=6)])
-    except _Stopped:
-        pass
-    record = Record()
-    train(corpus(), small_config(checkpoint_every=2), resumed_dir, resume=True, verbose=0,
-          extra_callbacks=[record])
-    results["resumed"] = record
+    # A mirrored run resumed on one device: the carried state of both replicas' rows must
+    # come back in row order.
+    results["resumed"] = stopped_then_resumed(os.path.join(output_dir, "resumed"),
+                                              "mirrored", "default")
     arrays = {}
     for name, record in results.items():
         arrays[f"{name}_losses"] = np.array(record.losses)
@@ -107,15 +113,8 @@ def mirrored_one_device(output_dir):
     train(corpus(), small_config(), os.path.join(output_dir, "default"), verbose=0,
           extra_callbacks=[record])
     arrays.update({f"default_weight_{i}": w for i, w in enumerate(record.weights)})
-    resumed_dir = os.path.join(output_dir, "mirrored")
-    try:
-        train(corpus(), small_config(strategy="mirrored", checkpoint_every=2), resumed_dir,
-              verbose=0, extra_callbacks=[Record(stop_at=6)])
-    except _Stopped:
-        pass
-    record = Record()
-    train(corpus(), small_config(strategy="mirrored", checkpoint_every=2), resumed_dir,
-          resume=True, verbose=0, extra_callbacks=[record])
+    record = stopped_then_resumed(os.path.join(output_dir, "mirrored"), "mirrored",
+                                  "mirrored")
     arrays.update({f"mirrored_weight_{i}": w for i, w in enumerate(record.weights)})
     np.savez(os.path.join(output_dir, "one.npz"), **arrays)
 

@@ -148,6 +148,15 @@ def test_text_files_and_bad_files(tmp_path):
         load_text(tmp_path)
 
 
+def test_tfds_can_prepare_a_dataset_on_this_install():
+    """TFDS imports more when it prepares a dataset than when it reads mock data (which the
+    next test uses): the builder's code path reads `importlib_resources`, which a clean
+    install of the `tfds` extra must bring."""
+    import tensorflow_datasets as tfds
+
+    assert tfds.builder_cls("tiny_shakespeare").code_path is not None
+
+
 def test_tfds_text_dataset_offline_with_mock_data():
     import tensorflow_datasets as tfds
 

@@ -16,12 +16,9 @@ import keras
 import numpy as np
 import pytest
 
-import keras_mulrnn as km
-from keras_mulrnn import backend
 from keras_mulrnn.data import corpora, load_text
 from keras_mulrnn.lm import lock
 from keras_mulrnn.lm.checkpoints import CheckpointManager
-from keras_mulrnn.lm.optimization import build_model
 from keras_mulrnn.lm.training import train
 from test_language_model import TEXT, small_config, small_corpus
 
@@ -324,7 +321,7 @@ def test_a_file_that_is_not_a_model_of_this_package(tmp_path, make, message):
 
 def test_a_data_file_larger_than_memory_is_refused_before_reading(tmp_path, monkeypatch):
     path = _data(tmp_path)
-    monkeypatch.setattr(corpora, "_physical_memory", lambda: 1000)
+    monkeypatch.setattr(corpora, "physical_memory", lambda: 1000)
     with pytest.raises(MemoryError, match=r"needs about .* GiB of memory, more than"):
         load_text(path)
 

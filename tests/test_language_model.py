@@ -217,3 +217,32 @@ def test_a_model_file_of_version_0_1_still_loads():
     expected = np.load(os.path.join(fixtures, "lm_v0_1_expected.npz"))
     np.testing.assert_allclose(model(expected["ids"]), expected["logits"], atol=1e-6)
     assert not [v for v in model.weights if "carr" in v.path]
+
+
+def test_under_mixed_bfloat16_the_carried_state_stays_float32(tmp_path):
+    """`--precision mixed_bfloat16`: the products run in bfloat16, but the state carried from
+    batch to batch is float32 (never rounded to bfloat16 between batches), and so are the
+    logits and the loss; the saved model keeps its policy."""
+
+    class CarryProbe(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            self.carry = [keras.ops.convert_to_numpy(v.value) for v in
+                          self.model.carry.states]
+            self.dtypes = [v.dtype for v in self.model.carry.states]
+            self.autocast = [v._autocast for v in self.model.carry.states]
+
+    probe = CarryProbe()
+    results = train(small_corpus(), small_config(steps=3, precision="mixed_bfloat16"),
+                    tmp_path, verbose=0, extra_callbacks=[probe])
+    assert np.isfinite(results["test_bpc"])
+    assert probe.dtypes == ["float32"] * 2 and probe.autocast == [False, False]
+    import ml_dtypes
+
+    rounded = [c.astype(ml_dtypes.bfloat16).astype(np.float32) for c in probe.carry]
+    assert any(np.any(c != r) for c, r in zip(probe.carry, rounded))  # not bf16 values
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    assert model.recurrent_layers[0].dtype_policy.name == "mixed_bfloat16"
+    # The layer hands its states back in float32 too.
+    _, h, c = model.recurrent_layers[0](np.zeros((2, 5, 8), "float32"))
+    assert keras.backend.standardize_dtype(h.dtype) == "float32"
+    assert keras.backend.standardize_dtype(c.dtype) == "float32"

@@ -23,7 +23,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_mulrnn.data import CORPORA, KINDS  # noqa: E402
 from keras_mulrnn.lm import cli  # noqa: E402
 from keras_mulrnn.lm.config import TrainConfig  # noqa: E402
 from tuning import TUNERS  # noqa: E402
@@ -34,13 +33,8 @@ def parse_args(argv=None):
                                 allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = p.add_argument_group("data (as in the training scripts)")
-    data.add_argument("--corpus", choices=("auto",) + CORPORA, default="auto",
-                      help="how to read the data: auto is text with --data, tfds with "
-                           "--tfds, else the embedded corpus")
-    data.add_argument("--data", help="a text/byte file, enwik8(.zip), or the PTB directory")
-    data.add_argument("--tfds", help="a TFDS text dataset name")
-    data.add_argument("--kind", choices=KINDS, default="char",
-                      help="read a text file as UTF-8 characters, raw bytes, or Penn Treebank symbols (ptb)")
+    cli.add_corpus_arguments(data, data_help="a text/byte file, enwik8(.zip), or the PTB "
+                                             "directory")
 
     space = p.add_argument_group("search axes: one value fixes the axis, a,b,c searches it")
     space.add_argument("--family", default="lstm", help="rnn, lstm, gru")
@@ -106,6 +100,7 @@ def parse_args(argv=None):
     if args.strategy == "multiworker":
         p.error("--strategy multiworker is not for tuning: run one worker per machine "
                 "(--chief / --worker) instead")
+    args.corpus_name = cli.corpus_name(args, p)
     return args
 
 
@@ -180,13 +175,9 @@ def main(argv=None):
             f"--directory {args.directory!r} is a file; give a directory for the search.")
     set_role(args)
     cli.start_backend(args, args.strategy)
-    from keras_mulrnn.data import load_corpus
     from keras_mulrnn.lm.lock import hold_directory
 
-    corpus_name = args.corpus
-    if corpus_name == "auto":
-        corpus_name = "tfds" if args.tfds else "text" if args.data else "embedded"
-    corpus = load_corpus(corpus_name, args.data, args.tfds, args.kind)
+    corpus = cli.load_named_corpus(args.corpus_name, args)
     tuner = make_tuner(args, corpus)
     project = os.path.join(args.directory, args.project_name)
     os.makedirs(project, exist_ok=True)

@@ -87,7 +87,7 @@ def check_file(path, what="data file", kind=None):
     if not os.access(path, os.R_OK):
         raise PermissionError(f"The {what} {path!r} cannot be read (permission denied).")
     if kind in _MEMORY_PER_BYTE:
-        need, have = size * _MEMORY_PER_BYTE[kind], _physical_memory()
+        need, have = size * _MEMORY_PER_BYTE[kind], physical_memory()
         if have and need > have:
             raise MemoryError(
                 f"The {what} {path!r} holds {size / 2**30:,.1f} GiB; reading it as a "
@@ -98,7 +98,8 @@ def check_file(path, what="data file", kind=None):
     return path
 
 
-def _physical_memory():
+def physical_memory():
+    """This machine's memory in bytes (None where the system does not say)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -305,10 +306,17 @@ def load_tfds(name, kind="char", splits=("train", "validation", "test"), data_di
         try:
             dataset = tfds.load(name, split=split, data_dir=data_dir)
         except Exception as error:
+            if "connection" in type(error).__name__.lower():
+                raise ConnectionError(
+                    f"TFDS could not download {name!r}: preparing a TFDS dataset needs the "
+                    f"network once ({_first_line(error)}). Run once where the network can be "
+                    f"reached (TFDS keeps the prepared dataset in its data directory, "
+                    f"~/tensorflow_datasets), or train on a local file with --data."
+                ) from None
             raise ValueError(
                 f"Could not load TFDS dataset {name!r}, split {split!r} "
-                f"({type(error).__name__}: {error}). Offline, TFDS can only read datasets "
-                f"already prepared in its data directory."
+                f"({type(error).__name__}: {_first_line(error)}). Offline, TFDS can only read "
+                f"datasets already prepared in its data directory."
             ) from None
         parts = [example["text"].numpy() for example in dataset]
         texts.append(b"\n".join(parts))
@@ -319,6 +327,11 @@ def load_tfds(name, kind="char", splits=("train", "validation", "test"), data_di
         texts = [text.decode("utf-8") for text in texts]
         vocabulary = Vocabulary.from_data("".join(texts), "char")
     return Corpus(name, vocabulary, *(vocabulary.encode(t, what=name) for t in texts))
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return (text[0][:300] if text else type(error).__name__)
 
 
 CORPORA = ("text", "enwik8", "ptb", "tfds", "embedded")

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+from keras_mulrnn.data import CORPORA, KINDS
 from keras_mulrnn.lm.config import TrainConfig
 
 # A small model and few steps that finish in a few minutes on 2 CPU cores.
@@ -106,6 +107,44 @@ def parser(description, defaults, data_help, exclude=(), prog=None):
         else:
             p.add_argument(flag, type=type(default), default=default, help=text)
     return p
+
+
+CORPUS_HELP = ("where the data comes from: auto is text with --data, tfds with --tfds, else "
+               "the corpus embedded in the package; enwik8 reads --data (enwik8 or its zip; "
+               "any other byte file is split 90/5/5) or downloads it; ptb reads the "
+               "directory --data of ptb.char.*.txt; embedded is Tiny Shakespeare, shipped "
+               "in the package")
+
+
+def add_corpus_arguments(parser_, corpus="auto", data_help=None):
+    """The flags that name a corpus: `--corpus`, `--kind`, `--tfds`, and `--data` unless the
+    parser has it already (then `data_help` is not used)."""
+    if data_help is not None:
+        parser_.add_argument("--data", help=data_help)
+    parser_.add_argument("--corpus", choices=("auto",) + CORPORA, default=corpus,
+                         help=CORPUS_HELP)
+    parser_.add_argument("--kind", choices=KINDS, default="char",
+                         help="read a text file as UTF-8 characters, raw bytes, or Penn "
+                              "Treebank symbols (ptb)")
+    parser_.add_argument("--tfds", help="a TFDS text dataset name (needs the tfds extra and, "
+                                        "once, the network)")
+
+
+def corpus_name(args, parser_):
+    """The corpus the parsed flags name (`--corpus auto` resolved); a usage error for both
+    `--data` and `--tfds`."""
+    if args.data is not None and args.tfds is not None:
+        parser_.error("give at most one of --data or --tfds")
+    if args.corpus != "auto":
+        return args.corpus
+    return "tfds" if args.tfds else "text" if args.data else "embedded"
+
+
+def load_named_corpus(name, args):
+    """The corpus `name` (from `corpus_name`) with the parsed flags' data."""
+    from keras_mulrnn.data import load_corpus
+
+    return load_corpus(name, args.data, args.tfds, args.kind)
 
 
 def config_from(args, parser_, argv=None):

@@ -10,18 +10,12 @@ import argparse
 import sys
 import time
 
-from keras_mulrnn.data import CORPORA, KINDS
 from keras_mulrnn.lm import cli
 
 # `train` without a job's defaults: a mid-sized model on any text.
 TEXT_DEFAULTS = dict(family="lstm", parametrization="shared", units=512, embedding_dim=64,
                      batch_size=32, seq_len=100, steps=5000, eval_every=500,
                      eval_batch_size=16, test_batch_size=1)
-CORPUS_HELP = ("where the data comes from: auto is text with --data, tfds with --tfds, else "
-               "the corpus embedded in the package; enwik8 reads --data (enwik8 or its zip; "
-               "any other byte file is split 90/5/5) or downloads it; ptb reads the "
-               "directory --data of ptb.char.*.txt; embedded is Tiny Shakespeare, shipped "
-               "in the package")
 # More than this is more than anyone reads; several runs with other seeds give more.
 MAX_LENGTH = 10_000_000
 
@@ -33,16 +27,9 @@ def train(argv=None, description="Train a character language model.", defaults=N
     corpus instead of downloading enwik8, and says so."""
     parser = cli.parser(description, TEXT_DEFAULTS if defaults is None else defaults,
                         "the data file (or PTB directory); see --corpus", prog=prog)
-    parser.add_argument("--corpus", choices=("auto",) + CORPORA, default=corpus,
-                        help=CORPUS_HELP)
-    parser.add_argument("--kind", choices=KINDS, default="char",
-                        help="read a text file as UTF-8 characters, raw bytes, or Penn Treebank symbols (ptb)")
-    parser.add_argument("--tfds", help="a TFDS text dataset name (needs the tfds extra and, "
-                                       "once, the network)")
+    cli.add_corpus_arguments(parser, corpus)
     args = parser.parse_args(argv)
-    if args.data is not None and args.tfds is not None:
-        parser.error("give at most one of --data or --tfds")
-    name = _corpus_name(args)
+    name = cli.corpus_name(args, parser)
     if name == "ptb" and args.data is None:
         parser.error("--data DIR is required: the directory with the ptb.char.*.txt files")
     if name == "enwik8" and args.quick and args.data is None:
@@ -50,9 +37,7 @@ def train(argv=None, description="Train a character language model.", defaults=N
               "(Tiny Shakespeare, 1.1 MB, public domain). Give --data for enwik8.")
         name = "embedded"
     config = cli.configure(args, parser, argv)
-    from keras_mulrnn.data import load_corpus
-
-    cli.run(load_corpus(name, args.data, args.tfds, args.kind), config, args)
+    cli.run(cli.load_named_corpus(name, args), config, args)
 
 
 def evaluate(argv=None, prog="keras_mulrnn evaluate"):
@@ -63,11 +48,8 @@ def evaluate(argv=None, prog="keras_mulrnn evaluate"):
         description="Bits per character of a trained model on a split of a corpus, every "
                     "symbol after the first scored once with the state carried across it.")
     p.add_argument("--model", required=True, help="a model.keras or best.keras file")
-    p.add_argument("--corpus", choices=("auto",) + CORPORA, default="auto", help=CORPUS_HELP)
-    p.add_argument("--data", help="the file (or PTB directory) the model was trained on")
-    p.add_argument("--tfds", help="a TFDS text dataset name")
-    p.add_argument("--kind", choices=KINDS, default="char",
-                   help="read a text file as UTF-8 characters, raw bytes, or Penn Treebank symbols (ptb)")
+    cli.add_corpus_arguments(p, data_help="the file (or PTB directory) the model was "
+                                          "trained on")
     p.add_argument("--split", choices=("train", "valid", "test"), default="test",
                    help="the split to score")
     p.add_argument("--batch-size", type=int, default=1,
@@ -85,16 +67,14 @@ def evaluate(argv=None, prog="keras_mulrnn evaluate"):
     p.add_argument("--verbose", action="store_true",
                    help="show the backend's own start-up logs")
     args = p.parse_args(argv)
-    if args.data is not None and args.tfds is not None:
-        p.error("give at most one of --data or --tfds")
+    name = cli.corpus_name(args, p)
     cli.start_backend(args)
     from keras_mulrnn.analysis.dynamic_evaluation import dynamic_evaluate, gradient_statistics
-    from keras_mulrnn.data import load_corpus
     from keras_mulrnn.lm.evaluation import evaluate_bpc
     from keras_mulrnn.saving import load_language_model
 
     model = load_language_model(args.model)
-    corpus = load_corpus(_corpus_name(args), args.data, args.tfds, args.kind)
+    corpus = cli.load_named_corpus(name, args)
     if corpus.vocabulary != model.vocabulary:
         raise ValueError(
             f"The model's vocabulary ({len(model.vocabulary)} {model.vocabulary.kind} symbols) "
@@ -172,12 +152,6 @@ class _StreamedText:
             left = (self.length - self.done) / rate
             print(f"\n[sampling {self.length:,} symbols at about {rate:,.0f} per second: "
                   f"{left / 60:,.1f} more minutes]", file=sys.stderr, flush=True)
-
-
-def _corpus_name(args):
-    if args.corpus != "auto":
-        return args.corpus
-    return "tfds" if args.tfds else "text" if args.data else "embedded"
 
 
 COMMANDS = {"train": train, "evaluate": evaluate, "generate": generate}

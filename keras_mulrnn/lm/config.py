@@ -7,7 +7,6 @@ Importing this module does not start Keras (the command lines build their flags 
 """
 
 import dataclasses
-import os
 
 from keras_mulrnn.validation import (
     check_bool,
@@ -127,6 +126,7 @@ def check_fits(config, vocabulary_size):
             f"The corpus has {vocabulary_size} distinct symbol(s); a language model needs at "
             f"least {MIN_VOCABULARY}. Give a text with more than one kind of character."
         )
+    from keras_mulrnn.data.corpora import physical_memory
     from keras_mulrnn.params import stack_params
 
     recurrent = stack_params(config.family, config.parametrization, config.units,
@@ -136,7 +136,7 @@ def check_fits(config, vocabulary_size):
     rank = config.rank or config.units
     per_symbol = config.num_layers * (6 * config.units + 2 * rank) + 2 * vocabulary_size
     need = 4 * (4 * params + config.batch_size * config.seq_len * per_symbol)
-    have = _physical_memory()
+    have = physical_memory()
     if have and need > have:
         raise ValueError(
             f"This model ({params:,} parameters; units={config.units}, rank={config.rank}, "
@@ -146,10 +146,3 @@ def check_fits(config, vocabulary_size):
             f"or a smaller batch."
         )
     return params
-
-
-def _physical_memory():
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None

@@ -73,6 +73,8 @@ class CharLanguageModel(keras.Model):
         output_dropout: dropout between layers (variational) and before the output layer.
         weight_norm: weight normalization of every recurrent weight matrix.
         seed: seed of the dropout masks.
+        dtype: the dtype policy of every layer but the output layer, whose logits are
+            float32 (`"mixed_bfloat16"`: products in bfloat16, weights and states float32).
 
     Called on ids `(B, T)`, it returns the logits `(B, T, V)` from a zero state; called on
     `(ids, reset)` after `start_carry`, it continues the carried state (training).
@@ -106,7 +108,9 @@ class CharLanguageModel(keras.Model):
             recurrent_dropout=recurrent_dropout, output_dropout=output_dropout,
             weight_norm=weight_norm, seed=seed,
         )
-        self.embedding = keras.layers.Embedding(len(vocabulary), embedding_dim)
+        # The model's dtype policy (e.g. `dtype="mixed_bfloat16"`) is its layers'.
+        policy = self.dtype_policy
+        self.embedding = keras.layers.Embedding(len(vocabulary), embedding_dim, dtype=policy)
         self.recurrent_layers = [
             make_layer(
                 family, parametrization, units=units, rank=rank,
@@ -114,10 +118,11 @@ class CharLanguageModel(keras.Model):
                 recurrent_dropout=recurrent_dropout, weight_norm=weight_norm,
                 seed=None if seed is None else seed + index,
                 return_sequences=True, return_state=True, name=f"recurrent_{index}",
+                dtype=policy,
             )
             for index in range(num_layers)
         ]
-        self.output_dropout = keras.layers.Dropout(output_dropout, seed=seed)
+        self.output_dropout = keras.layers.Dropout(output_dropout, seed=seed, dtype=policy)
         # Logits in float32 so that the loss is float32 under a mixed policy.
         self.head = keras.layers.Dense(len(vocabulary), dtype="float32", name="logits")
         self.carry = CarriedState()

@@ -56,14 +56,9 @@ def build_model(vocabulary, config, schedule=None, distribution=None):
     metrics built (in `distribution`'s scope); the learning rate follows `schedule`
     (default: `LinearDecay` over `config.steps`)."""
     distribution = distribution or backend.make_distribution("default")
-    previous = keras.config.dtype_policy()
     with distribution.scope():
-        # The layers take the policy in force when they are made (and save it).
-        keras.config.set_dtype_policy(config.precision)
-        try:
-            model = CharLanguageModel(vocabulary, **model_arguments(config))
-        finally:
-            keras.config.set_dtype_policy(previous)
+        model = CharLanguageModel(vocabulary, **model_arguments(config),
+                                  dtype=config.precision)
         schedule = schedule or LinearDecay(config.learning_rate, config.steps)
         model.compile(
             optimizer=GlobalClipAdam(schedule, global_clipnorm=config.clipnorm),
