@@ -16,7 +16,13 @@ an interrupted one; the same command started twice shares the work between two p
 (`--threads 1` each on a 2-core machine).
 """
 
+import signal
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+
 import json
+import math
 import sys
 
 from keras_mulrnn.lm import cli
@@ -64,10 +70,10 @@ def main():
     try:
         rates = [float(rate) for rate in args.learning_rates.split(",") if rate.strip()]
     except ValueError:
-        parser.error(f"--learning-rates must be numbers separated by commas, got "
+        rates = []
+    if not rates or not all(math.isfinite(rate) and rate > 0 for rate in rates):
+        parser.error(f"--learning-rates must be finite numbers > 0 separated by commas, got "
                      f"{args.learning_rates!r}")
-    if not rates:
-        parser.error("--learning-rates gives no rate")
     args.learning_rate = rates[0]
     base = cli.configure(args, parser)
     from keras_mulrnn.analysis.study import plan_arms, run_study
@@ -75,15 +81,7 @@ def main():
     families = ("rnn", "lstm", "gru") if args.families == "all" else args.families.split(",")
     arms = plan_arms(base, families, args.design, args.parametrizations.split(","),
                      args.budget)
-    fixed = None
-    if args.rates_from:
-        with open(args.rates_from) as handle:
-            chosen = json.load(handle)["chosen"]
-        missing = [arm.key for arm in arms if arm.key not in chosen]
-        if missing:
-            raise ValueError(f"{args.rates_from!r} has no rate for {missing}: it is the "
-                             f"selection of a study with other arms.")
-        fixed = {arm.key: chosen[arm.key] for arm in arms}
+    fixed = read_rates(args.rates_from, arms) if args.rates_from else None
     corpus = cli.load_named_corpus(corpus_name, args)
     print(f"{corpus.name}: {len(arms)} arms × {args.seeds} seeds into {args.output}")
     rows = run_study(corpus, arms, args.seeds, rates, args.output, fixed_rates=fixed,
@@ -94,6 +92,27 @@ def main():
               f"{spread} ({row['seeds']} seeds, {row['recurrent_params']:,} recurrent "
               f"weights, learning rate {row['learning_rate']:g})")
     print(f"Tables and plots: {args.output}/results.md")
+
+
+def read_rates(path, arms):
+    """Arm key → rate, from another study's `selection.json`."""
+    from keras_mulrnn.data.corpora import check_file
+
+    check_file(path, "--rates-from file")
+    try:
+        with open(path) as handle:
+            chosen = json.load(handle)["chosen"]
+        rates = {arm.key: float(chosen[arm.key]) for arm in arms if arm.key in chosen}
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"--rates-from {path!r} is not a study's selection.json (a JSON object whose "
+            f"'chosen' maps arms such as 'lstm/shared@128' to rates): "
+            f"{type(error).__name__}: {error}") from None
+    missing = [arm.key for arm in arms if arm.key not in rates]
+    if missing:
+        raise ValueError(f"--rates-from {path!r} has no rate for {missing}: it is the "
+                         f"selection of a study with other arms.")
+    return rates
 
 
 if __name__ == "__main__":

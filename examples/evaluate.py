@@ -16,6 +16,11 @@ static and dynamic BPC side by side; choose `--dynamic-lr` and `--dynamic-decay`
 split, then report the test split.
 """
 
+import signal
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+
 from keras_mulrnn.lm import cli, commands
 
 if __name__ == "__main__":

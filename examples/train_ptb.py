@@ -3,6 +3,11 @@
     python examples/train_ptb.py --data DIR   # DIR holds ptb.char.{train,valid,test}.txt
 """
 
+import signal
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+
 from keras_mulrnn.lm import cli, commands
 
 DEFAULTS = dict(

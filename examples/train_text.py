@@ -8,6 +8,11 @@
 A file is split 90% / 5% / 5% (train / valid / test) in order.
 """
 
+import signal
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+
 from keras_mulrnn.lm import cli, commands
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@ programs of `examples/` for an installed wheel, which has no `examples/`.
     python -m keras_mulrnn generate --model runs/train/model.keras --prompt "ROMEO:"
 """
 
+import signal
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+
 import sys
 
 from keras_mulrnn.lm import cli
@@ -16,10 +21,11 @@ from keras_mulrnn.lm.commands import COMMANDS
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
-        print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
-        if argv and argv[0] not in ("-h", "--help"):
-            print(f"\nerror: unknown command {argv[0]!r}; one of {', '.join(COMMANDS)}.",
-                  file=sys.stderr)
+        asked = argv[:1] in (["-h"], ["--help"])
+        print(__doc__.strip(), file=sys.stdout if asked else sys.stderr)
+        if not asked:
+            what = f"unknown command {argv[0]!r}" if argv else "no command"
+            print(f"\nerror: {what}; give one of {', '.join(COMMANDS)}.", file=sys.stderr)
             raise SystemExit(2)
         return
     command = COMMANDS[argv[0]]

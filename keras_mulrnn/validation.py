@@ -2,6 +2,12 @@
 command-line flag of the same name, with dashes), the value received and what is allowed."""
 
 import math
+import numbers
+
+import numpy as np
+
+# Seeds are 32-bit on every backend (JAX's are signed): the largest a run may be given.
+MAX_SEED = 2**31 - 1
 
 
 def _refuse(name, value, allowed):
@@ -11,7 +17,12 @@ def _refuse(name, value, allowed):
 
 
 def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer, NumPy's included; not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_positive_int(name, value):
@@ -19,10 +30,15 @@ def check_positive_int(name, value):
         _refuse(name, value, "a positive integer")
 
 
-def check_count(name, value, minimum=0):
-    """An integer of at least `minimum` (0 by default)."""
-    if not _is_int(value) or value < minimum:
-        _refuse(name, value, f"an integer >= {minimum}")
+def check_count(name, value, minimum=0, maximum=None):
+    """An integer of at least `minimum` (0 by default) and at most `maximum`."""
+    if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
+        _refuse(name, value, f"an integer >= {minimum}"
+                + (f" and <= {maximum:,}" if maximum is not None else ""))
+
+
+def check_seed(name, value):
+    check_count(name, value, maximum=MAX_SEED)
 
 
 def check_optional_positive_int(name, value):
@@ -32,7 +48,7 @@ def check_optional_positive_int(name, value):
 
 
 def check_rate(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    if not _is_number(value) or not 0 <= value < 1:
         _refuse(name, value, "a float in [0, 1)")
 
 
@@ -40,19 +56,17 @@ def check_positive_number(name, value, optional=False):
     """A finite number > 0 (or None when `optional`)."""
     if optional and value is None:
         return
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or value <= 0):
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
         _refuse(name, value, "a finite number > 0" + (", or none" if optional else ""))
 
 
 def check_non_negative_number(name, value):
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or value < 0):
+    if not _is_number(value) or not math.isfinite(value) or value < 0:
         _refuse(name, value, "a finite number >= 0")
 
 
 def check_bool(name, value):
-    if not isinstance(value, bool):
+    if not isinstance(value, (bool, np.bool_)):
         _refuse(name, value, "True or False")
 
 

@@ -175,6 +175,7 @@ def test_main_job_on_jax_without_tensorflow_killed_and_resumed(tmp_path):
     whole = _run("jax", *command(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "test BPC" in whole.stdout and "Traceback" not in whole.stderr
+    assert "InitializeLog" not in whole.stderr  # quiet: no native start-up logs
     results = json.loads((tmp_path / "whole" / "results.json").read_text())
     assert results["backend"] == "jax" and results["steps"] == 24
 
@@ -220,6 +221,9 @@ def test_strategies_of_another_backend_are_refused_by_name(tmp_path):
     assert "--strategy mirrored is a tensorflow strategy" in done.stderr
     assert "('default', 'data-parallel')" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+    threads = _run("jax", os.path.join(ROOT, "examples", "train_text.py"), "--data", data,
+                   "--output", tmp_path / "out", "--threads", "2")
+    assert threads.returncode == 1 and "XLA has no setting in between" in threads.stderr
 
 
 @pytest.mark.slow

@@ -135,6 +135,7 @@ def test_every_documented_command_runs_as_written(tmp_path):
 
 PROGRAMS = [["examples/train_enwik8.py"], ["examples/train_text.py"],
             ["examples/train_ptb.py"], ["examples/compare_sharing.py"],
+            ["examples/quickstart.py"],
             ["examples/evaluate.py"], ["examples/generate.py"], ["tuning/search.py"],
             ["tuning/report.py"], ["-m", "keras_mulrnn", "train"],
             ["-m", "keras_mulrnn", "evaluate"], ["-m", "keras_mulrnn", "generate"]]

@@ -2,6 +2,7 @@
 no hang. Every case here failed before the fix that it tests (see the closing note of the
 issue for the table of cases)."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_mulrnn as km
 from keras_mulrnn.data import corpora, load_text
 from keras_mulrnn.lm import lock
 from keras_mulrnn.lm.checkpoints import CheckpointManager
@@ -474,3 +476,215 @@ def test_a_byte_corpus_cut_inside_a_character_still_samples_at_the_end(tmp_path)
                             ids[cut : cut + 400])
     results = train(corpus, small_config(steps=2), tmp_path, verbose=0)
     assert "\ufffd" in results["sample_prompt"] and len(results["sample"]) > 0
+
+
+# ------------------------------------------------ found by an adversarial trial of our own
+
+
+class _SignalAt(keras.callbacks.Callback):
+    """Sends this process SIGINT after training step `step`, as a user's Ctrl-C."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_an_interrupted_and_resumed_run_logs_as_an_uninterrupted_one(tmp_path):
+    config = small_config(steps=12, eval_every=4, checkpoint_every=2)
+    train(small_corpus(), config, tmp_path / "whole", verbose=0)
+    with pytest.raises(KeyboardInterrupt, match="Interrupted at step 7"):  # the next step
+        train(small_corpus(), config, tmp_path / "cut", verbose=0,
+              extra_callbacks=[_SignalAt(6)])
+    train(small_corpus(), config, tmp_path / "cut", resume=True, verbose=0)
+    whole, cut = ((tmp_path / name / "log.csv").read_text().splitlines()
+                  for name in ("whole", "cut"))
+    assert whole[0] == cut[0] == "epoch,step,loss,bpc,val_bpc"
+    # The same validations, the same figures (the training loss of the interval that the
+    # interruption cut averages the steps run after the resume, so it is left out).
+    column = [row.split(",") for row in whole[1:]], [row.split(",") for row in cut[1:]]
+    assert [(r[0], r[1], r[4]) for r in column[0]] == [(r[0], r[1], r[4]) for r in column[1]]
+
+
+def test_a_study_refused_for_its_flags_leaves_nothing(tmp_path):
+    for bad in (["--learning-rates", "0.002,nan"], ["--learning-rates", "0.01,-1"],
+                ["--budget", "10000000000000"]):
+        done = _script(tmp_path, "compare_sharing.py", "--output", tmp_path / "study",
+                       "--steps", "2", *bad)
+        _assert_one_clear_line(done)
+        assert not (tmp_path / "study").exists(), bad
+
+
+def test_an_interrupted_study_says_how_to_continue_it(tmp_path, monkeypatch):
+    from keras_mulrnn.analysis import study
+    from keras_mulrnn.lm.training import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted("Interrupted at step 3 of 8; a checkpoint is in X.")
+
+    monkeypatch.setattr(study, "train", interrupted)
+    arms = study.plan_arms(small_config(), ("lstm",), "budget", ("shared",))
+    with pytest.raises(TrainingInterrupted) as stop:
+        study.run_study(small_corpus(), arms, 1, [1e-2], tmp_path, verbose=0)
+    assert "Run the same command again" in str(stop.value)
+    assert "--resume" not in str(stop.value) and "step 3 of 8" in str(stop.value)
+
+
+def test_seeds_are_32_bit_and_numpy_scalars_are_numbers():
+    with pytest.raises(ValueError, match=r"`seed`.*2,147,483,647"):
+        small_config(seed=2**32).validate()
+    config = small_config(steps=np.int64(3), learning_rate=np.float32(0.01),
+                          jit_compile=np.bool_(True)).validate()
+    assert type(config.steps) is int and type(config.learning_rate) is float
+    json.dumps(dataclasses.asdict(config))
+    with pytest.raises(TypeError, match="must be a keras_mulrnn.TrainConfig"):
+        train(small_corpus(), {"units": 8}, "out", verbose=0)
+    with pytest.raises(TypeError, match="must be a keras_mulrnn.data.Corpus"):
+        train(None, small_config(), "out", verbose=0)
+
+
+def test_evaluation_refuses_ids_outside_the_vocabulary():
+    from test_language_model import tiny_model
+
+    model = tiny_model()
+    for ids, message in ((np.array([1, 2, 500]), "outside the model's vocabulary"),
+                         (np.array([1, -2, 3]), "outside the model's vocabulary"),
+                         (np.array([1.0, 2.0]), "1-D array of integers")):
+        with pytest.raises(ValueError, match=message):
+            km.evaluate_bpc(model, ids)
+
+
+def test_tfds_offline_fails_at_once_with_the_reason(tmp_path, monkeypatch):
+    import socket
+
+    def unreachable(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match="needs the network"):
+        corpora.load_tfds("tiny_shakespeare", data_dir=str(tmp_path))
+    assert time.monotonic() - started < 30
+
+
+def test_odd_files_get_messages_that_name_them(tmp_path):
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf")
+    with pytest.raises(ValueError, match="holds no text"):
+        load_text(tmp_path / "bom.txt")
+    (tmp_path / "latin.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1") * 20)
+    with pytest.raises(ValueError, match="not a Penn Treebank character file"):
+        load_text(tmp_path / "latin.txt", kind="ptb")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        corpora.load_ptb(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="--output is empty"):
+        train(small_corpus(), small_config(), "", verbose=0)
+
+
+def test_a_split_too_short_for_its_rows_names_the_flag(tmp_path):
+    with pytest.raises(ValueError, match=r"validation split has 3 symbols.*--eval-batch-size"):
+        train(small_corpus(), small_config(valid_symbols=3, eval_batch_size=16),
+              tmp_path / "o", verbose=0)
+    with pytest.raises(ValueError, match=r"--test-batch-size"):
+        train(small_corpus(), small_config(test_batch_size=100_000), tmp_path / "o",
+              verbose=0)
+
+
+def test_streamed_bytes_keep_characters_whole():
+    from keras_mulrnn.data import Vocabulary
+
+    vocabulary = Vocabulary.from_data("déjà".encode(), "byte")
+    ids = vocabulary.encode("déjà".encode())
+    decode = vocabulary.incremental_decoder()
+    pieces = [decode(ids[:2]), decode(ids[2:4]), decode(ids[4:], final=True)]
+    assert "".join(pieces) == "déjà" and "\ufffd" not in "".join(pieces)
+
+
+# Flags that a program would have ignored, or values it would have failed on late: each is
+# now a usage error or one `error:` line, and nothing is written.
+BAD_FLAGS = [
+    ("train_text.py", ["--data", ""], "--data is empty"),
+    ("train_text.py", ["--corpus", "embedded", "--data", "x.txt"], "reads no --data"),
+    ("train_text.py", ["--corpus", "enwik8", "--kind", "char"], "--kind applies to"),
+    ("train_text.py", ["--corpus", "text", "--tfds", "x"], "--tfds goes with --corpus tfds"),
+    ("train_text.py", ["--threads", "100000000000"], "--threads must be"),
+    ("evaluate.py", ["--model", "m.keras", "--dynamic-lr", "nan"], "--dynamic-lr must be"),
+    ("evaluate.py", ["--model", "m.keras", "--statistics-segments", "0"],
+     "--statistics-segments must be"),
+    ("generate.py", ["--model", "missing.keras", "--prompt", "x"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("script,arguments,message", BAD_FLAGS,
+                         ids=[" ".join(case[1]) for case in BAD_FLAGS])
+def test_flags_that_would_be_ignored_or_fail_late(tmp_path, script, arguments, message):
+    done = _script(tmp_path, script, *arguments, "--output", tmp_path / "out") \
+        if script.startswith("train") else _script(tmp_path, script, *arguments)
+    _assert_one_clear_line(done)
+    assert message in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["--rank-ratio", "inf"], "--rank-ratio"), (["--rank-ratio", "0"], "--rank-ratio"),
+    (["--worker", ""], "--worker is empty"), (["--project-name", ""], "--project-name is empty"),
+    (["--valid-symbols", "2"], "--eval-batch-size"),
+])
+def test_search_checks_its_space_and_its_data_before_any_trial(tmp_path, arguments, message):
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tuning", "search.py"),
+                           "--directory", str(tmp_path / "t"), "--steps-per-trial", "2",
+                           *arguments], env=ENV, capture_output=True, text=True, timeout=300)
+    _assert_one_clear_line(done)
+    assert message in done.stderr, done.stderr
+    assert not os.path.exists(tmp_path / "t" / "search" / "trial_0")
+
+
+def test_rates_from_a_file_that_is_not_a_selection(tmp_path):
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "other.json").write_text('{"rates": [0.01]}')
+    for path, message in ((tmp_path / "list.json", "is not a study's selection.json"),
+                          (tmp_path / "other.json", "is not a study's selection.json"),
+                          (tmp_path / "none.json", "does not exist")):
+        done = _script(tmp_path, "compare_sharing.py", "--output", tmp_path / "s",
+                       "--rates-from", path)
+        _assert_one_clear_line(done)
+        assert message in done.stderr and not (tmp_path / "s").exists()
+
+
+def test_a_generated_prompt_is_checked_before_anything_is_printed_and_tiny_temperatures(
+        tmp_path):
+    train(small_corpus(), small_config(steps=2), tmp_path / "run", verbose=0)
+    model = tmp_path / "run" / "model.keras"
+    done = _script(tmp_path, "generate.py", "--model", model, "--prompt", "It", "--seed",
+                   str(2**32))
+    _assert_one_clear_line(done)
+    assert "`seed`" in done.stderr and done.stdout == ""
+    done = _script(tmp_path, "generate.py", "--model", model, "--prompt", "€uro")
+    _assert_one_clear_line(done)
+    assert done.stdout == ""
+    greedy = _script(tmp_path, "generate.py", "--model", model, "--prompt", "It",
+                     "--length", "20", "--temperature", "1e-38")
+    assert greedy.returncode == 0, greedy.stderr[-2000:]
+    assert len(greedy.stdout.rstrip("\n")) == 22
+
+
+def test_interrupting_a_program_while_it_loads_prints_no_traceback(tmp_path):
+    for delay in (0.05, 0.3, 1.0, 2.5):
+        process = subprocess.Popen(_command("train_text.py", "--output", tmp_path / "o"),
+                                   env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode != 0 and "Traceback" not in stderr, (delay, stderr[-2000:])
+        assert stderr.strip() in ("", "Interrupted.") or "Interrupted" in stderr, stderr
+
+
+def test_the_module_entry_point_without_a_command_is_a_usage_error():
+    done = subprocess.run([sys.executable, "-m", "keras_mulrnn"], env=ENV,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "error: no command" in done.stderr
+    assert subprocess.run([sys.executable, "-m", "keras_mulrnn", "--help"], env=ENV,
+                          capture_output=True, text=True, timeout=60).returncode == 0

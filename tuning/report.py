@@ -8,6 +8,11 @@ hyperparameters, recurrent parameters, validation BPC, training time) and `bpc_v
 rank, as horizontal lines).
 """
 
+import signal
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+
 import argparse
 import csv
 import glob
@@ -21,28 +26,16 @@ COLUMNS = ["trial", "status", "worker", "family", "parametrization", "units", "r
 
 
 def collect(project):
-    """One row per trial of the keras-tuner project folder `project`."""
+    """One row per trial of the keras-tuner project folder `project` (a trial still being
+    written, or damaged, is reported and left out)."""
     rows = []
     for path in sorted(glob.glob(os.path.join(project, "trial_*", "trial.json"))):
-        with open(path) as handle:
-            trial = json.load(handle)
-        values = trial["hyperparameters"]["values"]
-        row = {"trial": trial["trial_id"], "status": trial["status"],
-               "val_bpc": (trial.get("score"))}
-        worker = os.path.join(os.path.dirname(path), "worker.txt")
-        if os.path.exists(worker):
-            row["worker"] = open(worker).read().strip()
-        runs = sorted(glob.glob(os.path.join(os.path.dirname(path), "run_*", "results.json")))
-        if runs:
-            results = [json.load(open(run)) for run in runs]
-            config = results[0]["config"]
-            row.update({key: config[key] for key in ("family", "parametrization", "units",
-                                                     "rank", "num_layers", "learning_rate",
-                                                     "recurrent_dropout")})
-            row["recurrent_params"] = results[0]["recurrent_params"]
-            row["train_seconds"] = round(sum(r["train_seconds"] for r in results), 1)
-        else:
-            row.update({key: values.get(key) for key in COLUMNS if key in values})
+        try:
+            row = _trial_row(path)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            print(f"warning: {path} left out: it is not a readable trial "
+                  f"({type(error).__name__}: {error}).", file=sys.stderr)
+            continue
         rows.append(row)
     if not rows:
         raise ValueError(
@@ -54,6 +47,34 @@ def collect(project):
             f"continue) the search first."
         )
     return rows
+
+
+def _trial_row(path):
+    trial = _read(path)
+    values = trial["hyperparameters"]["values"]
+    row = {"trial": trial["trial_id"], "status": trial["status"], "val_bpc": trial.get("score")}
+    worker = os.path.join(os.path.dirname(path), "worker.txt")
+    if os.path.exists(worker):
+        with open(worker) as handle:
+            row["worker"] = handle.read().strip()
+    runs = sorted(glob.glob(os.path.join(os.path.dirname(path), "run_*", "results.json")))
+    if runs:
+        results = [_read(run) for run in runs]
+        config = results[0]["config"]
+        row.update({key: config[key] for key in ("family", "parametrization", "units", "rank",
+                                                 "num_layers", "learning_rate",
+                                                 "recurrent_dropout")})
+        row["recurrent_params"] = results[0]["recurrent_params"]
+        seconds = [r["train_seconds"] for r in results if r.get("train_seconds") is not None]
+        row["train_seconds"] = round(sum(seconds), 1) if seconds else None
+    else:
+        row.update({key: values.get(key) for key in COLUMNS if key in values})
+    return row
+
+
+def _read(path):
+    with open(path) as handle:
+        return json.load(handle)
 
 
 def write_tables(rows, project):

@@ -15,9 +15,15 @@ start over). For several machines, start one chief and N workers:
 (or set KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT yourself).
 """
 
+import signal
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+
 import argparse
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 
@@ -100,12 +106,17 @@ def parse_args(argv=None):
     if args.strategy == "multiworker":
         p.error("--strategy multiworker is not for tuning: run one worker per machine "
                 "(--chief / --worker) instead")
-    args.corpus_name = cli.corpus_name(args, p)
+    for flag in ("directory", "project_name", "worker"):
+        value = getattr(args, flag)
+        if value is not None and not value.strip():
+            p.error(f"--{flag.replace('_', '-')} is empty")
+    args.corpus_name = cli.corpus_name(args, p, argv)
     return args
 
 
-def values(text, kind, flag):
-    """Comma-separated values of one axis, converted to `kind`."""
+def values(text, kind, flag, positive=False):
+    """Comma-separated values of one axis, converted to `kind` (finite and > 0 when
+    `positive`)."""
     if text is None:
         return None
     try:
@@ -114,6 +125,8 @@ def values(text, kind, flag):
         raise ValueError(f"Could not read {flag} {text!r} as {kind.__name__} values.") from None
     if not parsed:
         raise ValueError(f"{flag} {text!r} gives no values.")
+    if positive and not all(math.isfinite(value) and value > 0 for value in parsed):
+        raise ValueError(f"{flag} {text!r}: every value must be a finite number > 0.")
     return parsed
 
 
@@ -149,7 +162,7 @@ def make_tuner(args, corpus):
     if args.rank:
         axes["rank"] = values(args.rank, int, "--rank")
     if args.rank_ratio:
-        axes["rank_ratio"] = values(args.rank_ratio, float, "--rank-ratio")
+        axes["rank_ratio"] = values(args.rank_ratio, float, "--rank-ratio", positive=True)
     steps = args.steps_per_trial
     base = dataclasses.replace(
         TrainConfig(), embedding_dim=args.embedding_dim, batch_size=args.batch_size,
@@ -159,7 +172,7 @@ def make_tuner(args, corpus):
         strategy=args.strategy,
     ).validate()
     hypermodel = LanguageModelHyperModel(corpus.vocabulary, axes, base, args.budget)
-    hypermodel.check_space()
+    hypermodel.check_space(corpus)
     oracle = make_oracle(args.tuner, args.max_trials, args.seed, args.max_epochs)
     return LanguageModelTuner(
         oracle, hypermodel, corpus, executions_per_trial=args.executions_per_trial,
@@ -187,6 +200,11 @@ def main(argv=None):
           else hold_directory(project, "search")):
         tuner.search_space_summary()
         tuner.search()
+    statuses = [trial.status for trial in tuner.oracle.trials.values()]
+    if not args.chief and statuses and "COMPLETED" not in statuses:
+        raise RuntimeError(
+            f"Every trial of the search failed ({len(statuses)}; their errors are above). "
+            f"Fix what they say, then run again with --overwrite.")
     if not args.worker:
         tuner.results_summary(num_trials=5)
         print(f"\nTable and plot: python tuning/report.py --directory {args.directory} "

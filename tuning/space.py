@@ -17,7 +17,7 @@ import keras_tuner
 from keras_mulrnn.params import rank_for_budget, stack_params, units_for_budget
 from keras_mulrnn.lm.config import TrainConfig
 from keras_mulrnn.lm.optimization import build_model
-from keras_mulrnn.lm.training import train
+from keras_mulrnn.lm.training import check_run, train
 
 from tuning import TUNERS
 
@@ -66,15 +66,18 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
         self.base = base or TrainConfig()
         self.budget = budget
 
-    def check_space(self):
-        """Checks every point of the space before the first trial (a bad value of any axis
-        fails at once, naming it, instead of failing its trials one by one)."""
+    def check_space(self, corpus):
+        """Checks every point of the space against `corpus` before the first trial (a bad
+        value of any axis, or data too short for the batches, fails at once, naming it,
+        instead of failing every trial)."""
         names = list(self.axes)
-        for point in itertools.product(*(self.axes[name] for name in names)):
+        points = itertools.product(*(self.axes[name] for name in names))
+        for index, point in enumerate(points):
             hp = keras_tuner.HyperParameters()
             for name, value in zip(names, point):
                 hp.Fixed(name, value)
-            self.config(hp)
+            # The batches do not depend on the axes: the splits are checked once.
+            check_run(corpus, self.config(hp), splits=index == 0)
 
     def config(self, hp):
         """The `TrainConfig` of one point of the space (declaring its hyperparameters)."""

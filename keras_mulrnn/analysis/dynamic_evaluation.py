@@ -124,7 +124,8 @@ def dynamic_evaluate(model, ids, statistics, learning_rate=3e-4, decay=1e-3, seq
 def _update_scales(statistics, decay, epsilon):
     """Per weight: `1 / (RMS_g + ε)` and the decay rate `min(RMS_g / mean(RMS_g), 1/λ)`."""
     mean = sum(float(s.sum()) for s in statistics) / sum(s.size for s in statistics)
-    limit = 1.0 / decay if decay > 0 else np.inf
+    # (At most float32's largest number: the scales are float32 on every backend.)
+    limit = min(1.0 / decay, float(np.finfo(np.float32).max)) if decay > 0 else np.inf
     return [(1.0 / (s + epsilon), np.minimum(s / max(mean, 1e-30), limit)) for s in statistics]
 
 

@@ -41,7 +41,13 @@ from keras_mulrnn.analysis.statistics import holm, paired_test
 from keras_mulrnn.factory import transition_arguments
 from keras_mulrnn.lm.config import TrainConfig
 from keras_mulrnn.lm.lock import DirectoryInUse, held_elsewhere, hold_directory
-from keras_mulrnn.lm.training import train, write_json_atomically
+from keras_mulrnn.lm.training import (
+    TrainingInterrupted,
+    ValidationLog,
+    check_run,
+    train,
+    write_json_atomically,
+)
 from keras_mulrnn.params import rank_for_budget, stack_params, units_for_budget
 from keras_mulrnn.validation import check_choice, check_positive_int, check_positive_number
 
@@ -194,6 +200,11 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
     waits for it only when nothing else is left). `description` (e.g. the command line) is
     recorded in `study.json` with the plan.
     """
+    check_positive_int("seeds", seeds)
+    for rate in list(rates) + list((fixed_rates or {}).values()):
+        check_positive_number("learning_rate", rate)
+    for index, run in enumerate(plan_runs(arms, seeds, rates[:1])):  # before any writing
+        check_run(corpus, run.config, splits=index == 0)  # (the splits are the same for all)
     os.makedirs(output_dir, exist_ok=True)
     # Each run builds a new model whose functions TensorFlow traces anew, as it must: its
     # warning about retraced functions says nothing here.
@@ -232,7 +243,10 @@ def _record_plan(output_dir, arms, seeds, rates, fixed_rates, description):
             "base": dataclasses.asdict(arms[0].config), "description": description,
             "code": code_version()}
     path = os.path.join(output_dir, STUDY_FILE)
-    if os.path.exists(path):
+    runs_dir = os.path.join(output_dir, "runs")
+    # A plan whose runs have not started (a first attempt refused for its data, say) may be
+    # replaced; once runs exist, the same flags are required.
+    if os.path.exists(path) and os.path.isdir(runs_dir) and os.listdir(runs_dir):
         saved = _read_json(path)
         if [a["name"] for a in saved["arms"]] != [a["name"] for a in plan["arms"]] or (
                 saved["rates"] != plan["rates"]):
@@ -268,7 +282,12 @@ def _run_one(corpus, run, position, output_dir, analysis, verbose):
         resume = os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
         print(f"{position} {run.name}: {'resuming' if resume else 'training'} "
               f"(units {run.config.units}, rank {run.config.rank})", flush=True)
-        train(corpus, run.config, directory, resume=resume, verbose=verbose)
+        try:
+            train(corpus, run.config, directory, resume=resume, verbose=verbose)
+        except TrainingInterrupted as stop:
+            raise TrainingInterrupted(
+                f"{run.name}: {stop.what}", "Run the same command again to continue the "
+                "study: finished runs are kept, this one resumes.") from None
     if analysis:
         with hold_directory(directory, "analysis"):
             analyse_run(corpus, directory)
@@ -307,7 +326,7 @@ def collect(output_dir):
         run = _read_json(os.path.join(directory, "results.json"))
         family, arm_name = run["config"]["family"], name.split("-lr")[0].split("-", 1)[1]
         run.update(name=name, arm=arms.get((family, arm_name)),
-                   curve=_validation_curve(os.path.join(directory, "log.csv"), run["config"]))
+                   curve=_validation_curve(os.path.join(directory, "log.csv")))
         analysis = os.path.join(directory, "analysis.json")
         run["analysis"] = _read_json(analysis) if os.path.exists(analysis) else None
         if run["arm"] is not None:
@@ -562,16 +581,12 @@ def _cell(value):
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def _validation_curve(log_path, config):
+def _validation_curve(log_path):
     """`[(step, train_bpc, val_bpc)]` from a run's CSV log (one line per validation)."""
-    if not os.path.exists(log_path):
-        return []
     points = {}
-    with open(log_path) as handle:
-        for line in csv.DictReader(handle):
-            step = (int(float(line["step"])) if line.get("step") else
-                    min((int(line["epoch"]) + 1) * config["eval_every"], config["steps"]))
-            points[step] = (step, float(line["bpc"]), float(line["val_bpc"]))
+    for row in ValidationLog(log_path).rows():
+        step = int(row["step"])
+        points[step] = (step, float(row["bpc"] or "nan"), float(row["val_bpc"]))
     return [points[step] for step in sorted(points)]
 
 

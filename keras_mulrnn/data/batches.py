@@ -42,22 +42,32 @@ class TBPTTBatches:
         min_batches: raise unless the split fills at least this many full batches (training
             asks for 1: a corpus shorter than one batch is an error, not a silent no-op).
         name: the split's name, for error messages.
+        rows_flag: the setting that chose `batch_size`, for error messages.
     """
 
     resets_every_batch = False
 
-    def __init__(self, ids, batch_size, seq_len, min_batches=0, name="split"):
+    def __init__(self, ids, batch_size, seq_len, min_batches=0, name="split",
+                 rows_flag="--batch-size"):
         _check_sizes(batch_size, seq_len)
         targets = len(ids) - 1
-        if targets < max(batch_size, min_batches * batch_size * seq_len):
-            need = max(batch_size, min_batches * batch_size * seq_len) + 1
+        if min_batches and targets < min_batches * batch_size * seq_len:
             raise ValueError(
-                f"The {name} split has {len(ids)} symbols, fewer than the {need} that "
-                f"batch_size={batch_size} × seq_len={seq_len} needs. Use a smaller batch size "
-                f"or sequence length, or more data."
+                f"The {name} split has {len(ids)} symbols, fewer than the "
+                f"{min_batches * batch_size * seq_len + 1} that one batch of {batch_size} "
+                f"rows ({rows_flag}) × {seq_len} symbols (--seq-len) needs. Use fewer rows, "
+                f"shorter windows or more data."
             )
-        self.batch_size, self.seq_len = batch_size, seq_len
+        if targets < batch_size:
+            raise ValueError(
+                f"The {name} split has {len(ids)} symbols: too few for {batch_size} rows "
+                f"({rows_flag}), which need at least {batch_size + 1} (one target each). Use "
+                f"fewer rows or more data."
+            )
         self.row_length = math.ceil(targets / batch_size)
+        # A window longer than a row would only be padding (evaluation may ask for one).
+        seq_len = min(seq_len, self.row_length)
+        self.batch_size, self.seq_len = batch_size, seq_len
         self.batches_per_pass = math.ceil(self.row_length / seq_len)
         width = self.batches_per_pass * seq_len + 1
         starts = np.arange(batch_size) * self.row_length

@@ -9,6 +9,7 @@ file and no network.
 
 import dataclasses
 import hashlib
+import logging
 import os
 import socket
 import stat
@@ -153,6 +154,9 @@ def load_text(path, kind="char", fractions=DEFAULT_FRACTIONS):
         return corpus_from_bytes(name, data, fractions)
     try:
         text = data.decode("utf-8-sig")
+        if not text:
+            raise ValueError(f"{path!r} holds no text (only a byte-order mark). Give a file "
+                             f"with text in it.")
     except UnicodeDecodeError as error:
         raise ValueError(
             f"{path!r} is not valid UTF-8 (byte {error.start}: {error.reason}). Read it as "
@@ -260,16 +264,27 @@ def read_ptb_tokens(path):
     word boundary) and one `"\\n"` symbol per line break."""
     path = check_file(path, "Penn Treebank file")
     tokens = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for line in handle:
-            tokens.extend(line.split())
-            tokens.append("\n")
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            for line in handle:
+                tokens.extend(line.split())
+                tokens.append("\n")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path!r} is not valid UTF-8 (byte {error.start}: {error.reason}), so it is not "
+            f"a Penn Treebank character file (space-separated symbols, one sentence a line)."
+        ) from None
     return tokens
 
 
 def load_ptb(directory):
     """Penn Treebank characters from `directory/ptb.char.{train,valid,test}.txt`."""
     directory = os.fspath(directory)
+    if not os.path.exists(directory):
+        raise FileNotFoundError(
+            f"The Penn Treebank directory {directory!r} does not exist. Pass the directory "
+            f"that holds {', '.join(PTB_FILES.values())}."
+        )
     if not os.path.isdir(directory):
         raise NotADirectoryError(
             f"{directory!r} is not a directory. Pass the directory that holds "
@@ -301,6 +316,7 @@ def load_tfds(name, kind="char", splits=("train", "validation", "test"), data_di
         raise ImportError(
             "TFDS datasets need tensorflow-datasets: pip install -e '.[tfds]'."
         ) from None
+    _check_tfds_reachable(tfds, name, data_dir)
     texts = []
     for split in splits:
         try:
@@ -327,6 +343,36 @@ def load_tfds(name, kind="char", splits=("train", "validation", "test"), data_di
         texts = [text.decode("utf-8") for text in texts]
         vocabulary = Vocabulary.from_data("".join(texts), "char")
     return Corpus(name, vocabulary, *(vocabulary.encode(t, what=name) for t in texts))
+
+
+def _check_tfds_reachable(tfds, name, data_dir):
+    """Fails at once, rather than after TFDS's minutes of retries, when a dataset that is
+    not prepared yet would have to be downloaded and the network cannot be reached."""
+    quiet = logging.getLogger("absl")  # TFDS logs what it does not find, which is expected
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
+    except Exception:  # an unknown name and the like: tfds.load says what is wrong
+        return
+    finally:
+        quiet.setLevel(level)
+    if prepared:
+        return
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(5)
+    try:
+        # TFDS's own storage, where it looks first.
+        socket.create_connection(("storage.googleapis.com", 443)).close()
+    except OSError as error:
+        raise ConnectionError(
+            f"TFDS dataset {name!r} is not prepared here, and preparing it needs the network, "
+            f"which cannot be reached ({error}). Run once where it can (TFDS keeps the "
+            f"prepared dataset in its data directory, ~/tensorflow_datasets), or train on a "
+            f"local file with --data."
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def _first_line(error):

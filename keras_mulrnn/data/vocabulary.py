@@ -6,6 +6,8 @@ assigned in sorted symbol order. A symbol outside the vocabulary is an error tha
 never a silent wrong index.
 """
 
+import codecs
+
 import numpy as np
 
 KINDS = ("byte", "char")
@@ -96,6 +98,15 @@ class Vocabulary:
         if self.kind == "byte":
             return bytes(self.symbols[int(i)] for i in ids).decode("utf-8", errors="replace")
         return "".join(self.symbols[int(i)] for i in ids)
+
+    def incremental_decoder(self):
+        """`decode(ids, final=False)` for a text that arrives in pieces: bytes of a UTF-8
+        character split between two pieces are held back until the character is whole."""
+        if self.kind != "byte":
+            return lambda ids, final=False: self.decode(ids)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return lambda ids, final=False: decoder.decode(
+            bytes(self.symbols[int(i)] for i in ids), final=final)
 
     def get_config(self):
         return {"kind": self.kind, "symbols": list(self.symbols)}

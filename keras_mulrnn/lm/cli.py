@@ -14,6 +14,7 @@ import time
 
 from keras_mulrnn.data import CORPORA, KINDS
 from keras_mulrnn.lm.config import TrainConfig
+from keras_mulrnn.lm.quiet import quiet_stderr
 
 # A small model and few steps that finish in a few minutes on 2 CPU cores.
 QUICK = dict(units=128, rank=None, embedding_dim=32, num_layers=1, batch_size=32, seq_len=100,
@@ -130,14 +131,31 @@ def add_corpus_arguments(parser_, corpus="auto", data_help=None):
                                         "once, the network)")
 
 
-def corpus_name(args, parser_):
-    """The corpus the parsed flags name (`--corpus auto` resolved); a usage error for both
-    `--data` and `--tfds`."""
+def corpus_name(args, parser_, argv=None):
+    """The corpus the parsed flags name (`--corpus auto` resolved), after a usage error for
+    any flag that the corpus would not use or that it lacks."""
+    for flag in ("data", "tfds"):
+        value = getattr(args, flag)
+        if value is not None and not value.strip():
+            parser_.error(f"--{flag} is empty")
     if args.data is not None and args.tfds is not None:
         parser_.error("give at most one of --data or --tfds")
-    if args.corpus != "auto":
-        return args.corpus
-    return "tfds" if args.tfds else "text" if args.data else "embedded"
+    name = args.corpus
+    if name == "auto":
+        name = "tfds" if args.tfds else "text" if args.data else "embedded"
+    if args.tfds is not None and name != "tfds":
+        parser_.error(f"--tfds goes with --corpus tfds, not --corpus {name}")
+    if name == "tfds" and args.tfds is None:
+        parser_.error("--corpus tfds needs --tfds NAME")
+    if name == "embedded" and args.data is not None:
+        parser_.error("--corpus embedded reads no --data (it is shipped in the package)")
+    if name in ("text", "ptb") and args.data is None:
+        parser_.error(f"--corpus {name} needs --data "
+                      + ("DIR (the directory of ptb.char.*.txt)" if name == "ptb" else "FILE"))
+    if name in ("enwik8", "ptb", "embedded") and "kind" in explicit_flags(parser_, argv):
+        parser_.error(f"--kind applies to text files and TFDS datasets; --corpus {name} is "
+                      f"read as {'bytes' if name == 'enwik8' else 'its own symbols'}")
+    return name
 
 
 def load_named_corpus(name, args):
@@ -192,19 +210,15 @@ def start_backend(args, strategy="default"):
     verbose = getattr(args, "verbose", False)
     deterministic = getattr(args, "deterministic", False)
     threads = getattr(args, "threads", 0)
-    if threads < 0:
-        raise ValueError(f"--threads must be 0 (all cores) or more, got {threads}.")
+    if not 0 <= threads <= 1024:
+        raise ValueError(f"--threads must be 0 (all cores) or a number of threads up to "
+                         f"1,024, got {threads}.")
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if deterministic:  # read by XLA when the backend starts (TensorFlow's XLA and JAX)
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                    + " --xla_gpu_deterministic_ops=true").strip()
-    saved = None if verbose else os.dup(2)
-    try:
-        if saved is not None:
-            sys.stderr.flush()
-            with open(os.devnull, "w") as null:
-                os.dup2(null.fileno(), 2)
+    with quiet_stderr(enabled=not verbose):
         import keras
 
         from keras_mulrnn import backend
@@ -216,11 +230,6 @@ def start_backend(args, strategy="default"):
         keras.ops.convert_to_numpy(keras.ops.ones((1,)) + 1)
         if deterministic:
             backend.enable_determinism()
-    finally:
-        if saved is not None:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def run(corpus, config, args):
@@ -247,10 +256,17 @@ def guarded(main):
     """Runs a script's `main`, turning the package's errors about bad input (wrong flags,
     files, data, checkpoints), failed runs and interruptions into one clear line and a
     non-zero exit status."""
+    import signal
+    import warnings
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:  # the scripts' loading guard
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    # A warning is one line, as errors are (Python's format adds the source line).
+    warnings.formatwarning = lambda message, *_: f"warning: {message}\n"
     try:
         main()
     except KeyboardInterrupt as stop:  # `TrainingInterrupted` says what was kept
-        print(f"\n{stop or 'Interrupted.'}", file=sys.stderr)
+        print(f"\n{str(stop) or 'Interrupted.'}", file=sys.stderr)
         raise SystemExit(130) from None
     except (ValueError, OSError, FloatingPointError, RuntimeError, ImportError,
             MemoryError) as error:

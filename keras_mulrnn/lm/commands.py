@@ -7,6 +7,7 @@ a bad flag fails at once), then starts the backend quietly (`cli.start_backend`)
 """
 
 import argparse
+import math
 import sys
 import time
 
@@ -29,9 +30,7 @@ def train(argv=None, description="Train a character language model.", defaults=N
                         "the data file (or PTB directory); see --corpus", prog=prog)
     cli.add_corpus_arguments(parser, corpus)
     args = parser.parse_args(argv)
-    name = cli.corpus_name(args, parser)
-    if name == "ptb" and args.data is None:
-        parser.error("--data DIR is required: the directory with the ptb.char.*.txt files")
+    name = cli.corpus_name(args, parser, argv)
     if name == "enwik8" and args.quick and args.data is None:
         print("--quick without --data: training on the corpus embedded in the package "
               "(Tiny Shakespeare, 1.1 MB, public domain). Give --data for enwik8.")
@@ -67,7 +66,15 @@ def evaluate(argv=None, prog="keras_mulrnn evaluate"):
     p.add_argument("--verbose", action="store_true",
                    help="show the backend's own start-up logs")
     args = p.parse_args(argv)
-    name = cli.corpus_name(args, p)
+    name = cli.corpus_name(args, p, argv)
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--seq-len", args.seq_len, 1),
+                             ("--statistics-segments", args.statistics_segments, 1)):
+        if value < low:
+            p.error(f"{flag} must be at least {low}, got {value}")
+    for flag, value in (("--dynamic-lr", args.dynamic_lr),
+                        ("--dynamic-decay", args.dynamic_decay)):
+        if not (math.isfinite(value) and value >= 0):
+            p.error(f"{flag} must be a finite number >= 0, got {value}")
     cli.start_backend(args)
     from keras_mulrnn.analysis.dynamic_evaluation import dynamic_evaluate, gradient_statistics
     from keras_mulrnn.lm.evaluation import evaluate_bpc
@@ -126,6 +133,9 @@ def generate(argv=None, prog="keras_mulrnn generate"):
     model = load_language_model(args.model)
     check_generation_arguments(args.length, args.temperature, args.top_k, args.seed,
                                len(model.vocabulary))
+    if not args.prompt:
+        raise ValueError("The prompt is empty: give at least one symbol to start from.")
+    model.vocabulary.encode(args.prompt, what="The prompt")  # checked before any output
     print(args.prompt, end="", flush=True)
     progress = _StreamedText(args.length, CHUNK)
     sample(model, args.prompt, args.length, args.temperature, args.top_k, args.seed,

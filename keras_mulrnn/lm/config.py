@@ -8,6 +8,8 @@ Importing this module does not start Keras (the command lines build their flags 
 
 import dataclasses
 
+import numpy as np
+
 from keras_mulrnn.validation import (
     check_bool,
     check_choice,
@@ -16,6 +18,7 @@ from keras_mulrnn.validation import (
     check_positive_int,
     check_positive_number,
     check_rate,
+    check_seed,
 )
 
 # Two symbols are the least a language model can predict between.
@@ -79,7 +82,12 @@ class TrainConfig:
     precision: str = "float32"
 
     def validate(self):
-        """Checks every setting; returns `self`. Raises `ValueError` naming the first bad one."""
+        """Checks every setting; returns `self`. Raises `ValueError` naming the first bad one.
+        NumPy scalars are accepted and become the Python numbers they hold."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, np.generic):
+                setattr(self, field.name, value.item())
         for name in ("units", "num_layers", "embedding_dim", "batch_size", "seq_len", "steps",
                      "eval_every", "eval_batch_size", "test_batch_size",
                      "steps_per_execution"):
@@ -88,7 +96,8 @@ class TrainConfig:
         check_optional_positive_int("checkpoint_every", self.checkpoint_every)
         if self.valid_symbols is not None:
             check_count("valid_symbols", self.valid_symbols, minimum=2)
-        for name in ("seed", "sample_length", "nan_rollbacks"):
+        check_seed("seed", self.seed)
+        for name in ("sample_length", "nan_rollbacks"):
             check_count(name, getattr(self, name))
         for name in ("input_dropout", "recurrent_dropout", "output_dropout"):
             check_rate(name, getattr(self, name))

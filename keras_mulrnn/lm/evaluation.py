@@ -7,6 +7,7 @@ papers: one row, the state carried across the whole split. A larger batch runs f
 starts `batch_size - 1` more rows from a zero state.
 """
 
+import numpy as np
 from keras import ops
 
 from keras_mulrnn import backend
@@ -17,7 +18,9 @@ from keras_mulrnn.lm.randomness import preserved_random_state
 
 def evaluate_bpc(model, ids, batch_size=1, seq_len=100, jit_compile=False):
     """Returns `(bpc, symbols_scored)` of `model` on the id array `ids`."""
+    check_ids(model, ids)
     batches = TBPTTBatches(ids, batch_size, seq_len, name="evaluation")
+    check_window_fits(model, batches.batch_size, batches.seq_len)
     score = scoring_function(model, jit_compile)
     states = model.zero_states(batch_size)
     total_bits, total_symbols = 0.0, 0.0
@@ -32,6 +35,37 @@ def evaluate_bpc(model, ids, batch_size=1, seq_len=100, jit_compile=False):
             f"scored {total_symbols} symbols of {batches.symbols}: the layout lost some"
         )
     return total_bits / total_symbols, int(round(total_symbols))
+
+
+def check_ids(model, ids):
+    """Refuses ids that are not symbols of the model's vocabulary (on JAX an index out of
+    range would silently give a wrong figure)."""
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(
+            f"The ids to score must be a 1-D array of integers, not {ids.dtype} of shape "
+            f"{ids.shape}: encode the text with the model's vocabulary.")
+    if len(ids) and (ids.min() < 0 or ids.max() >= len(model.vocabulary)):
+        raise ValueError(
+            f"The ids to score run from {ids.min()} to {ids.max()}, outside the model's "
+            f"vocabulary of {len(model.vocabulary)} symbols: encode the text with the "
+            f"model's vocabulary.")
+
+
+def check_window_fits(model, batch_size, seq_len):
+    """Refuses a window whose activations cannot fit this machine's memory: the logits and
+    about eight state-sized vectors per layer for every symbol, twice over."""
+    from keras_mulrnn.data.corpora import physical_memory
+
+    units, layers = model.settings["units"], model.settings["num_layers"]
+    need = 2 * 4 * batch_size * seq_len * (len(model.vocabulary) + 8 * units * layers)
+    have = physical_memory()
+    if have and need > have:
+        raise ValueError(
+            f"Scoring windows of {batch_size} × {seq_len:,} symbols needs about "
+            f"{need / 2**30:,.1f} GiB of memory, more than this machine's "
+            f"{have / 2**30:,.1f} GiB: give a shorter --seq-len (the state is carried from "
+            f"window to window, so the figure does not change).")
 
 
 def scoring_function(model, jit_compile=False):

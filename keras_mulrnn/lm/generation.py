@@ -1,10 +1,17 @@
 """Text generation: a compiled sampling loop (one `fori_loop` per chunk of symbols, not one
 Python call per symbol), reproducible with a seed, streamed chunk by chunk."""
 
+import numbers
+
 from keras import ops
 
 from keras_mulrnn import backend
-from keras_mulrnn.validation import check_count, check_positive_int, check_positive_number
+from keras_mulrnn.validation import (
+    check_count,
+    check_positive_int,
+    check_positive_number,
+    check_seed,
+)
 
 # Symbols sampled per compiled call: long enough to amortize the call, short enough that a
 # long text streams out steadily.
@@ -45,22 +52,29 @@ def generate_after(model, prompt_ids, length=200, temperature=1.0, top_k=None, s
     check_positive_int("batch_size", batch_size)
     prompt_ids = ops.convert_to_tensor(prompt_ids, "int32")
     prompts = ops.tile(prompt_ids[None], (batch_size, 1))
-    top_k = top_k or len(vocabulary)
+    top_k = int(top_k or len(vocabulary))
+    # A float32 temperature under 1e-30 would be flushed to zero (a division by zero); any
+    # temperature that small already samples greedily.
+    divisor = max(float(temperature), 1e-30)
     logits, states = backend.compile_function(model, "prime", lambda: _prime(model))(prompts)
+    # Streamed text is decoded incrementally: a byte model's UTF-8 character may straddle
+    # two chunks.
+    decoders = [vocabulary.incremental_decoder() for _ in range(batch_size)]
     texts = [""] * batch_size
     offset = 0
     while offset < length:
         size = min(CHUNK, length - offset)
         sampler = backend.compile_function(
-            model, ("sample", size, float(temperature), top_k),
-            lambda size=size: _sampler(model, size, float(temperature), top_k))
+            model, ("sample", size, divisor, top_k),
+            lambda size=size: _sampler(model, size, divisor, top_k))
         samples, logits, states = sampler(logits, states, ops.convert_to_tensor(seed, "int32"),
                                           ops.convert_to_tensor(offset, "int32"))
-        chunk = [vocabulary.decode(row) for row in ops.convert_to_numpy(samples)]
+        offset += size
+        chunk = [decoder(row, final=offset >= length)
+                 for decoder, row in zip(decoders, ops.convert_to_numpy(samples))]
         texts = [text + piece for text, piece in zip(texts, chunk)]
         if on_chunk is not None:
             on_chunk(chunk)
-        offset += size
     return texts[0] if batch_size == 1 else texts
 
 
@@ -68,9 +82,9 @@ def check_generation_arguments(length, temperature, top_k, seed, vocabulary_size
     """Checks the sampling settings (also before a training run, which samples at its end)."""
     check_count("length", length)
     check_positive_number("temperature", temperature)
-    check_count("seed", seed)
+    check_seed("seed", seed)
     if top_k is not None and not (
-            isinstance(top_k, int) and not isinstance(top_k, bool)
+            isinstance(top_k, numbers.Integral) and not isinstance(top_k, bool)
             and 1 <= top_k <= vocabulary_size):
         raise ValueError(
             f"Invalid value for argument `top_k`: received top_k={top_k!r}. Allowed: None or "
@@ -94,7 +108,9 @@ def _sampler(model, size, temperature, top_k):
 
         def body(step, carried):
             logits, states, samples = carried
-            scaled = logits / temperature
+            # Shifted so that the largest is 0 first: a tiny temperature then gives -inf
+            # for the others (greedy), never inf - inf.
+            scaled = (logits - ops.max(logits, axis=-1, keepdims=True)) / temperature
             if top_k < vocabulary_size:
                 kth_best = ops.top_k(scaled, top_k)[0][:, -1:]
                 scaled = ops.where(scaled < kth_best, -1e30, scaled)

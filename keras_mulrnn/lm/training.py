@@ -11,6 +11,7 @@ weights, optimizer state, step (which fixes the position in the data and the sch
 carried recurrent state and the dropout generators.
 """
 
+import csv
 import dataclasses
 import json
 import math
@@ -29,11 +30,13 @@ from keras import ops
 
 from keras_mulrnn import backend
 from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
+from keras_mulrnn.data.corpora import Corpus
 from keras_mulrnn.lm.checkpoints import CheckpointManager, CheckpointMismatch
 from keras_mulrnn.lm.config import TrainConfig, check_fits
 from keras_mulrnn.lm.evaluation import evaluate_bpc
 from keras_mulrnn.lm.generation import check_generation_arguments, generate_after
 from keras_mulrnn.lm.lock import hold_directory
+from keras_mulrnn.lm.quiet import quiet_stderr
 from keras_mulrnn.lm.optimization import LinearDecay, build_model
 from keras_mulrnn.params import stack_params
 
@@ -48,7 +51,14 @@ class TrainingInterrupted(KeyboardInterrupt):
     checkpoint as it was); rerun with `resume=True` (`--resume`) to continue from there.
 
     A `KeyboardInterrupt`, so that what runs many trainings (the study, the tuner) stops
-    rather than counting the run as failed."""
+    rather than counting the run as failed. `what` says what happened and what was kept;
+    `advice` how to continue (what runs many trainings gives its own)."""
+
+    RESUME = "Run again with --resume to continue."
+
+    def __init__(self, what, advice=RESUME):
+        super().__init__(f"{what} {advice}")
+        self.what = what
 
 
 def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=()):
@@ -64,16 +74,9 @@ def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=(
             roll-backs); the last good checkpoint is kept.
         TrainingInterrupted: SIGINT/SIGTERM; see the exception.
     """
-    config.validate()
-    check_generation_arguments(config.sample_length, 1.0, None, config.seed,
-                               len(corpus.vocabulary))
-    check_fits(config, len(corpus.vocabulary))
-    batches = training_batches(corpus, config)
-    valid = corpus.valid if config.valid_symbols is None else corpus.valid[: config.valid_symbols]
-    for name, split, rows in (("valid", valid, config.eval_batch_size),
-                              ("test", corpus.test, config.test_batch_size),
-                              ("valid", corpus.valid, config.test_batch_size)):
-        TBPTTBatches(split, rows, config.seq_len, name=name)
+    if not isinstance(output_dir, (str, os.PathLike)):
+        raise TypeError(f"`output_dir` must be a path, not {type(output_dir).__name__}.")
+    batches, valid = check_run(corpus, config)
     distribution = backend.make_distribution(config.strategy)
     distribution.check_batch(config.batch_size)
     # Every worker runs the same steps (checkpoints gather the carried state from all of
@@ -91,6 +94,34 @@ def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=(
         _check_fresh(output_dir, resume)
         return _Run(corpus, config, batches, valid, distribution, output_dir, output_dir,
                     resume, verbose, extra_callbacks).train()
+
+
+def check_run(corpus, config, splits=True):
+    """Checks that `config` can train on `corpus`, every setting and (with `splits`) every
+    split (the validation, the final scoring, the closing sample), before anything is built
+    or written; returns the training batches and the validation symbols (None without
+    `splits`)."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"`config` must be a keras_mulrnn.TrainConfig, not "
+                        f"{type(config).__name__}.")
+    if not isinstance(corpus, Corpus):
+        raise TypeError(f"`corpus` must be a keras_mulrnn.data.Corpus (load_text, "
+                        f"load_enwik8, ...), not {type(corpus).__name__}.")
+    config.validate()
+    check_generation_arguments(config.sample_length, 1.0, None, config.seed,
+                               len(corpus.vocabulary))
+    check_fits(config, len(corpus.vocabulary))
+    if not splits:
+        return None, None
+    batches = training_batches(corpus, config)
+    valid = corpus.valid if config.valid_symbols is None else corpus.valid[: config.valid_symbols]
+    for name, split, rows, flag in (
+            ("validation", valid, config.eval_batch_size,
+             "--eval-batch-size; the validation reads the first --valid-symbols symbols"),
+            ("test", corpus.test, config.test_batch_size, "--test-batch-size"),
+            ("valid", corpus.valid, config.test_batch_size, "--test-batch-size")):
+        TBPTTBatches(split, rows, config.seq_len, name=name, rows_flag=flag)
+    return batches, valid
 
 
 def training_batches(corpus, config):
@@ -142,6 +173,9 @@ class _Run:
                 self._set_learning_rate_scale(restored["learning_rate_scale"])
                 if start < config.steps:
                     print(f"Resumed from step {start} of {config.steps}.")
+            else:
+                print(f"No checkpoint in {os.path.join(self.chief_dir, 'checkpoints')}: "
+                      f"starting the run from step 0.")
         if start >= config.steps and self._finished_outputs():
             print(f"This run finished all {config.steps} steps earlier; its results are in "
                   f"{os.path.join(self.chief_dir, RESULTS)}.")
@@ -159,14 +193,16 @@ class _Run:
 
     def _fit(self, start):
         config, model, monitor = self.config, self.model, self.monitor
-        callbacks = [monitor, keras.callbacks.TerminateOnNaN(),
-                     keras.callbacks.CSVLogger(os.path.join(self.output_dir, LOG),
-                                               append=True)]
+        callbacks = [monitor, keras.callbacks.TerminateOnNaN()]
         if _tensorboard_available():
+            if "tensorflow" not in sys.modules:  # another backend: TensorFlow only writes
+                with quiet_stderr():
+                    import tensorflow  # noqa: F401
             callbacks.append(keras.callbacks.TensorBoard(
                 os.path.join(self.output_dir, "tensorboard")))
         callbacks.extend(self.extra_callbacks)
         self.rollbacks = 0
+        monitor.log.keep_until(start)
         monitor.progress.start(start)
         while True:
             for first, last in intervals(model_step(model), config.steps, config.eval_every):
@@ -184,9 +220,7 @@ class _Run:
         if monitor.interrupted_at is not None:
             raise TrainingInterrupted(
                 f"Interrupted at step {monitor.interrupted_at} of {config.steps}; a checkpoint "
-                f"of that step is in {self.manager.directory}. Run again with --resume to "
-                f"continue."
-            )
+                f"of that step is in {self.manager.directory}.")
         steps_done = model_step(model)
         if steps_done < config.steps:
             raise RuntimeError(f"Training stopped at step {steps_done} of {config.steps}.")
@@ -388,6 +422,7 @@ class _Monitor(keras.callbacks.Callback):
         self.checkpoint_failures = []
         self.interval = (0, 0)
         self.progress = _Progress(config.steps, run.verbose)
+        self.log = ValidationLog(os.path.join(run.output_dir, LOG))
 
     def on_train_batch_end(self, batch, logs=None):
         first, last = self.interval
@@ -419,6 +454,7 @@ class _Monitor(keras.callbacks.Callback):
         if logs is not None:
             logs["val_bpc"] = bpc
             logs["step"] = last
+        self.log.write(epoch, last, logs or {"val_bpc": bpc})
         if self.best is None or bpc < self.best:
             self.best = bpc
             _atomic_save(self.model, os.path.join(run.output_dir, BEST))
@@ -464,13 +500,13 @@ class _Signals:
         if self.phase == "final":
             raise TrainingInterrupted(
                 f"{name} during the final evaluation: training is complete and its last "
-                f"checkpoint is in {directory}. Run again with --resume to evaluate.")
+                f"checkpoint is in {directory}.", "Run again with --resume to evaluate.")
         if self.monitor.stop_requested:
             steps = self.monitor.run.manager.steps()
             newest = f"step {steps[-1]}" if steps else "none yet"
             raise TrainingInterrupted(
                 f"{name} again: stopped at once. The newest complete checkpoint ({newest}) is "
-                f"in {directory}; run again with --resume to continue from it.")
+                f"in {directory}.")
         self.monitor.stop_requested = True
         print(f"\n{name}: saving a checkpoint at the end of this step (send it again to stop "
               f"at once).", flush=True)
@@ -478,13 +514,53 @@ class _Signals:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
-                self.previous[signum] = signal.signal(signum, self._handle)
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored: stays so
+                    self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc):
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
         return False
+
+
+class ValidationLog:
+    """`log.csv`: one row per validation (`epoch` is the validation's index), its columns
+    fixed. An interval cut short by an interruption writes no row; a resumed run first drops
+    the rows beyond its checkpoint, so the log reads as if the run had never stopped (but for
+    the training loss of an interval that the resume cut in two, which averages the steps
+    run after the resume)."""
+
+    COLUMNS = ["epoch", "step", "loss", "bpc", "val_bpc"]
+
+    def __init__(self, path):
+        self.path = path
+
+    def rows(self):
+        """The rows written so far (those of an older layout without a step are dropped)."""
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path, newline="") as handle:
+            return [row for row in csv.DictReader(handle)
+                    if (row.get("step") or "").isdigit() and row.get("val_bpc")]
+
+    def keep_until(self, step):
+        """Keeps the rows of the validations up to `step` (the step a run starts from)."""
+        kept = [row for row in self.rows() if int(row["step"]) <= step]
+        temporary = self.path + ".tmp"
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, self.COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(temporary, self.path)
+
+    def write(self, epoch, step, logs):
+        values = {"epoch": epoch, "step": step}
+        for key in ("loss", "bpc", "val_bpc"):
+            if key in logs:
+                values[key] = float(np.reshape(logs[key], -1)[0])
+        with open(self.path, "a", newline="") as handle:
+            csv.DictWriter(handle, self.COLUMNS).writerow(values)
 
 
 def _atomic_save(model, path):
@@ -519,6 +595,8 @@ def _read_best(output_dir):
 def _prepare_output(output_dir, resume):
     """Creates `output_dir` if needed and checks that it is a writable directory."""
     output_dir = os.fspath(output_dir)
+    if not output_dir.strip():
+        raise ValueError("--output is empty: give a directory for the run's files.")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise NotADirectoryError(
             f"--output {output_dir!r} is a file; give a directory for checkpoints and logs."

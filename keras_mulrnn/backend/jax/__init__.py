@@ -81,11 +81,13 @@ def step_logs(logs):
 
 
 def limit_threads(threads):
-    """XLA reads its CPU thread count from `XLA_FLAGS` when JAX starts its backend (at the
-    first operation)."""
+    """One thread: XLA's CPU backend reads `XLA_FLAGS` when JAX starts (at the first
+    operation). XLA has no flag for another number of threads."""
+    if threads != 1:
+        raise ValueError(f"--threads {threads}: on JAX a CPU run takes --threads 1 (one "
+                         f"thread) or 0 (all cores); XLA has no setting in between.")
     flags = os.environ.get("XLA_FLAGS", "")
-    os.environ["XLA_FLAGS"] = (f"{flags} --xla_cpu_multi_thread_eigen={threads > 1} "
-                               f"intra_op_parallelism_threads={threads}").strip()
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
 
 
 def enable_determinism():
