@@ -166,15 +166,10 @@ def _main_job(sizes, smoke):
 
 
 def _peak_memory():
-    import keras
+    from keras_mulrnn import backend
 
-    if keras.backend.backend() == "jax":
-        import jax
-
-        stats = jax.local_devices()[0].memory_stats()
-        if stats and "peak_bytes_in_use" in stats:
-            return f"{stats['peak_bytes_in_use'] / 2**30:,.1f} GiB"
-    return "not reported by this device"
+    peak = backend.peak_memory()
+    return "not reported by this device" if peak is None else f"{peak / 2**30:,.1f} GiB"
 
 
 if __name__ == "__main__":

@@ -136,13 +136,7 @@ def describe_machine():
 
     import keras
 
-    versions = f"Keras {keras.__version__}, backend {keras.backend.backend()}"
-    if keras.backend.backend() == "jax":
-        import jax
+    from keras_mulrnn import backend
 
-        versions += f" (JAX {jax.__version__}, {jax.devices()[0].platform})"
-    else:
-        import tensorflow as tf
-
-        versions += f" (TensorFlow {tf.__version__})"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {versions}"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+            f"Keras {keras.__version__} on {backend.describe()}")

@@ -70,8 +70,7 @@ def main():
 
     import keras_mulrnn as km
 
-    on_jax = keras.backend.backend() == "jax"
-    jits = (True,) if on_jax else tuple(args.jit or (False, True))
+    jits = (True,) if km.backend.always_compiles() else tuple(args.jit or (False, True))
     peaks = {}
     columns = ["name", "units", "rank", "batch", "jit", "chars/s", "MFLOP/char", "GFLOP/s",
                "peak GFLOP/s", "% of peak"]
@@ -121,7 +120,7 @@ def main():
                       rank=rank, batch=batch, jit=jit, chars_per_sec=round(chars, 1),
                       flops_per_char=3 * analytic, gflops=round(gflops, 2),
                       peak_gflops=round(peaks[(batch, units, width)], 2),
-                      backend=keras.backend.backend())
+                      backend=km.backend.name())
         share = 100 * gflops / record["peak_gflops"]
         if args.json:
             print(json.dumps(record), flush=True)

@@ -1,4 +1,5 @@
-"""Exact parameter counts (DESIGN.md section 2) and ranks or sizes for an equal budget.
+"""Exact parameter counts (docs/DESIGN.md, "Parameter counts") and ranks or sizes for an
+equal budget.
 
 With `N` gates, `G` groups, input size `d`, `n` units and rank `k`:
 

@@ -1,4 +1,4 @@
-"""An independent NumPy implementation of DESIGN.md section 2, for the tests.
+"""An independent NumPy implementation of docs/DESIGN.md, "Cells", for the tests.
 
 Written from the equations, one gate and one group at a time, with no code shared with the
 package. `reference_weights(cell)` reads a built cell's weights through the layout its

@@ -118,12 +118,15 @@ def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
 
 def test_cell_reference_and_fused_loop_tests_pass_on_jax():
     """The cells' reference tests (but the float64 finite differences, which JAX runs in
-    float32 unless told otherwise), and the JAX fused loop against JAX's own autodiff of the
-    generic loop (in chunks, compiled, and where it does not apply)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+    float32 unless told otherwise), the JAX fused loop against JAX's own autodiff of the
+    generic loop (in chunks, compiled, and where it does not apply), and the learning-rate
+    scale reaching JAX's compiled step."""
+    done = subprocess.run(  # not -q, which hides the header that names the backend
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
          os.path.join(HERE, "test_cells_reference.py"), os.path.join(HERE, "test_layers.py"),
-         "-k", "(test_cells_reference and not gradients) or chunked or compiles or generic"],
+         os.path.join(HERE, "test_language_model.py"),
+         "-k", "(test_cells_reference and not gradients) or chunked or compiles or generic "
+               "or learning_rate_scale"],
         capture_output=True, text=True, env=_env("jax"), cwd=ROOT, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" in done.stdout and " failed" not in done.stdout

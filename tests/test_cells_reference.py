@@ -1,4 +1,4 @@
-"""The cells and sequence layers equal an independent NumPy implementation of DESIGN.md."""
+"""The cells and sequence layers equal an independent NumPy implementation of docs/DESIGN.md."""
 
 import keras
 import numpy as np

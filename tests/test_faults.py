@@ -259,10 +259,11 @@ def test_study_counts_are_checked(tmp_path, arguments, message):
 
 
 def test_study_budget_of_zero_is_refused_in_the_library():
-    from keras_mulrnn.analysis.study import plan_study
+    from keras_mulrnn.analysis.study import plan_arms
 
-    with pytest.raises(ValueError, match="budget"):
-        plan_study(small_config(), ("lstm",), ("shared",), seeds=1, budget=0)
+    for design in ("budget", "factorial"):
+        with pytest.raises(ValueError, match="budget"):
+            plan_arms(small_config(), ("lstm",), design=design, budget=0)
 
 
 @pytest.mark.parametrize("arguments,message", [

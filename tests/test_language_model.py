@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras_mulrnn  # noqa: F401
-from keras_mulrnn.data import Vocabulary, corpora
+from keras_mulrnn.data import TBPTTBatches, Vocabulary, corpora
 from keras_mulrnn.lm.evaluation import evaluate_bpc
 from keras_mulrnn.lm.generation import generate
 from keras_mulrnn.lm.model import CharLanguageModel
@@ -246,3 +245,49 @@ def test_under_mixed_bfloat16_the_carried_state_stays_float32(tmp_path):
     _, h, c = model.recurrent_layers[0](np.zeros((2, 5, 8), "float32"))
     assert keras.backend.standardize_dtype(h.dtype) == "float32"
     assert keras.backend.standardize_dtype(c.dtype) == "float32"
+
+
+def test_the_learning_rate_scale_reaches_the_compiled_step():
+    """A roll-back halves the learning rate between two `fit` calls; the compiled step must
+    use the new value (JAX compiles what it does not track as a constant). With Adam, the
+    first update of a weight is about `lr · sign(gradient)`: it halves with the scale.
+    (Also run on JAX: test_backends.py.)"""
+    from keras_mulrnn import backend
+    from keras_mulrnn.lm.optimization import build_model
+
+    corpus = small_corpus()
+    config = small_config(steps=10, learning_rate=1e-2, recurrent_dropout=0.0)
+    batches = TBPTTBatches(corpus.train, config.batch_size, config.seq_len)
+    deltas = []
+    for scale in (1.0, 0.5):
+        keras.utils.set_random_seed(0)
+        model = build_model(corpus.vocabulary, config)
+        model.start_carry(config.batch_size, backend.make_distribution())
+        source = backend.make_distribution().serve(batches, 0, 1)
+        model.fit(source, epochs=1, steps_per_epoch=1, verbose=0)  # compiles the step
+        before = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+        model.optimizer.learning_rate_scale.assign(scale)
+        model.fit(backend.make_distribution().serve(batches, 1, 1), epochs=1,
+                  steps_per_epoch=1, verbose=0)
+        after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+        deltas.append(np.concatenate([(a - b).ravel() for a, b in zip(after, before)]))
+    assert np.abs(deltas[0]).max() > 0
+    np.testing.assert_allclose(deltas[1], 0.5 * deltas[0], rtol=1e-3, atol=1e-7)
+
+
+def test_a_model_is_freed_after_its_compiled_functions_ran():
+    """Evaluation and sampling compile functions per model; they must not keep the model
+    (and its weights) alive once nothing else refers to it: a study trains many."""
+    import gc
+    import weakref
+
+    def used_and_dropped():
+        model = tiny_model()
+        ids = model.vocabulary.encode(TEXT[:200])
+        evaluate_bpc(model, ids, batch_size=2, seq_len=20)
+        generate(model, "It", length=5)
+        return weakref.ref(model)
+
+    reference = used_and_dropped()
+    gc.collect()
+    assert reference() is None

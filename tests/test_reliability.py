@@ -95,8 +95,10 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(script_run, tmp_path, signu
                                stderr=subprocess.PIPE, text=True)
     log = output / "log.csv"
     deadline = time.monotonic() + 300
-    while not (log.exists() and log.stat().st_size) and time.monotonic() < deadline:
-        time.sleep(0.05)  # wait until training runs (the first epoch is logged)
+    # Wait until training runs: the log's first row (below its header) is the first epoch.
+    while not (log.exists() and len(log.read_text().splitlines()) > 1) and (
+            time.monotonic() < deadline):
+        time.sleep(0.05)
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-3000:]
@@ -181,6 +183,11 @@ def test_nan_stops_at_its_step_with_the_last_good_checkpoint_intact(tmp_path):
     model.start_carry(config.batch_size, backend.make_distribution())
     manager.restore_latest(model)
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    # The advice in the message works: a roll-back budget is an operational setting that a
+    # resumed run may change, and the run then finishes from the last good checkpoint.
+    config.nan_rollbacks, config.checkpoint_every = 1, 3
+    results = train(small_corpus(), config, tmp_path, resume=True, verbose=0)
+    assert results["steps"] == 12 and np.isfinite(results["test_bpc"])
 
 
 def test_nan_rollback_lowers_the_learning_rate_and_finishes(tmp_path):
@@ -259,8 +266,10 @@ BAD_INPUTS = [
     ("non-UTF-8 in char mode",
      lambda t: (t / "bin.txt").write_bytes(b"ok\xff\xfe") and load_text(t / "bin.txt"),
      ValueError, "not valid UTF-8"),
-    ("PTB directory missing", lambda t: load_ptb(t / "ptb"), NotADirectoryError,
-     "is not a directory"),
+    ("PTB directory missing", lambda t: load_ptb(t / "ptb"), FileNotFoundError,
+     "does not exist"),
+    ("PTB directory a file", lambda t: load_ptb(_text_file(t, "abc", "ptb")),
+     NotADirectoryError, "is not a directory"),
     ("corpus shorter than one batch",
      lambda t: _train(t, corpora.corpus_from_text("tiny", "abc" * 30, (0.8, 0.1, 0.1))),
      ValueError, "fewer than the"),
@@ -302,7 +311,7 @@ def test_bad_input(tmp_path, case):
             action(tmp_path)
     if "checkpoint" not in case[0]:  # those two make a real first run on purpose
         created = set(os.listdir(tmp_path)) - before
-        leftover = [name for name in created if name not in ("bin.txt", "empty.txt", "file")]
+        leftover = [name for name in created if name not in ("bin.txt", "empty.txt", "file", "ptb")]
         assert not leftover, f"partial output left behind: {leftover}"
 
 

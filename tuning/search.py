@@ -200,8 +200,10 @@ def main(argv=None):
           else hold_directory(project, "search")):
         tuner.search_space_summary()
         tuner.search()
-    statuses = [trial.status for trial in tuner.oracle.trials.values()]
-    if not args.chief and statuses and "COMPLETED" not in statuses:
+    # Only a local search holds its oracle's trials (a worker's oracle is a client of the
+    # chief's, and the chief trains none).
+    statuses = [] if distributed() else [t.status for t in tuner.oracle.trials.values()]
+    if statuses and "COMPLETED" not in statuses:
         raise RuntimeError(
             f"Every trial of the search failed ({len(statuses)}; their errors are above). "
             f"Fix what they say, then run again with --overwrite.")

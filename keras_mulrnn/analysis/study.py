@@ -32,6 +32,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 
@@ -175,8 +176,9 @@ def _run(arm, rate, seed):
 
 
 def select_rates(output_dir, arms, rates):
-    """Arm key → the rate of the arm's first-seed run with the lowest validation BPC, for the
-    arms whose runs at every rate are finished (the others are left out)."""
+    """Arm key → the rate of the arm's first-seed run with the lowest validation BPC (a run
+    that diverged counts as the worst), for the arms whose runs at every rate are finished
+    (the others are left out)."""
     chosen = {}
     for arm in arms:
         valid = {}
@@ -184,10 +186,14 @@ def select_rates(output_dir, arms, rates):
             results = _results(output_dir, _run(arm, rate, arm.config.seed))
             if results is None:
                 break
-            valid[rate] = results["valid_bpc"]
+            valid[rate] = _valid_bpc(results)
         else:
             chosen[arm.key] = min(valid, key=valid.get)
     return chosen
+
+
+def _valid_bpc(results):
+    return math.inf if results.get("diverged") else results["valid_bpc"]
 
 
 def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis=False,
@@ -209,7 +215,8 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
     # Each run builds a new model whose functions TensorFlow traces anew, as it must: its
     # warning about retraced functions says nothing here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    _record_plan(output_dir, arms, seeds, rates, fixed_rates, description)
+    with hold_directory(output_dir, "plan of this study", wait=True):
+        _record_plan(output_dir, arms, seeds, rates, fixed_rates, description)
     while True:
         chosen = {**select_rates(output_dir, arms, rates), **(fixed_rates or {})}
         runs = plan_runs(arms, seeds, rates, chosen)
@@ -227,9 +234,11 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
             break
         if held:  # nothing left for this process but what the others are training
             time.sleep(POLL_SECONDS)
-    write_json_atomically(os.path.join(output_dir, SELECTION_FILE),
-                          {"rates": list(rates), "chosen": chosen, "selected_on": "valid_bpc"})
-    with hold_directory(output_dir, "summary of this study"):
+    # Every process of the study ends here; one after the other, they write the same files.
+    with hold_directory(output_dir, "summary of this study", wait=True):
+        write_json_atomically(os.path.join(output_dir, SELECTION_FILE),
+                              {"rates": list(rates), "chosen": chosen,
+                               "selected_on": "valid_bpc"})
         return summarize(output_dir)
 
 
@@ -288,6 +297,15 @@ def _run_one(corpus, run, position, output_dir, analysis, verbose):
             raise TrainingInterrupted(
                 f"{run.name}: {stop.what}", "Run the same command again to continue the "
                 "study: finished runs are kept, this one resumes.") from None
+        except FloatingPointError as error:
+            # A rate of the grid may be too high: the run is recorded as diverged (that rate
+            # is never chosen; a seed that diverges is left out of the comparisons) rather
+            # than stopping the study.
+            print(f"{position} {run.name}: diverged ({error})", flush=True)
+            write_json_atomically(results_path, {"diverged": str(error), "valid_bpc": None,
+                                                 "test_bpc": None,
+                                                 "config": dataclasses.asdict(run.config)})
+            return
     if analysis:
         with hold_directory(directory, "analysis"):
             analyse_run(corpus, directory)
@@ -324,6 +342,8 @@ def collect(output_dir):
         if not os.path.exists(os.path.join(directory, "results.json")):
             continue
         run = _read_json(os.path.join(directory, "results.json"))
+        if run.get("diverged"):
+            continue  # left out of every table (its rate was not chosen, or it is a lost seed)
         family, arm_name = run["config"]["family"], name.split("-lr")[0].split("-", 1)[1]
         run.update(name=name, arm=arms.get((family, arm_name)),
                    curve=_validation_curve(os.path.join(directory, "log.csv")))
@@ -340,11 +360,10 @@ def summarize(output_dir):
     """Writes `results.csv`, `comparisons.csv`, `results.md`, `learning_curves.png` (and,
     when analysed, `error_recovery.csv`, `error_recovery.png`); returns the arm rows."""
     plan, runs = collect(output_dir)
-    selection_path = os.path.join(output_dir, SELECTION_FILE)
-    chosen = _read_json(selection_path)["chosen"] if os.path.exists(selection_path) else {}
+    chosen = {**_chosen_rates(runs), **plan["fixed_rates"]}
     counted = _counted(runs, chosen)
-    rows = arm_rows(counted, chosen)
-    comparisons = comparison_rows(counted)
+    rows = arm_rows(counted)
+    comparisons = comparison_rows(counted, plan)
     recovery = recovery_rows(counted)
     _write_csv(os.path.join(output_dir, "results.csv"), ARM_COLUMNS, rows)
     _write_csv(os.path.join(output_dir, "comparisons.csv"), COMPARISON_COLUMNS, comparisons)
@@ -355,6 +374,21 @@ def summarize(output_dir):
         handle.write(results_markdown(plan, counted, rows, comparisons, recovery, plots,
                                       runs))
     return rows
+
+
+def _chosen_rates(runs):
+    """Arm key → the rate of its first-seed run with the lowest validation BPC (the rule of
+    `select_rates`, applied to the finished runs at hand)."""
+    first, best = {}, {}
+    for run in runs:
+        key = f"{run['arm']['family']}/{run['arm']['name']}"
+        first[key] = min(first.get(key, run["config"]["seed"]), run["config"]["seed"])
+    for run in runs:
+        key = f"{run['arm']['family']}/{run['arm']['name']}"
+        if run["config"]["seed"] == first[key] and (
+                key not in best or run["valid_bpc"] < best[key][1]):
+            best[key] = (run["config"]["learning_rate"], run["valid_bpc"])
+    return {key: rate for key, (rate, _) in best.items()}
 
 
 def _counted(runs, chosen):
@@ -391,7 +425,7 @@ ARM_COLUMNS = ["family", "arm", "sharing", "rank_level", "units", "rank", "recur
                "test_bpc_mean", "test_bpc_std", "chars_per_sec"]
 
 
-def arm_rows(runs, chosen):
+def arm_rows(runs):
     rows = []
     for (family, name), group in _by_arm(runs).items():
         arm, config = group[0]["arm"], group[0]["config"]
@@ -444,28 +478,33 @@ COMPARISON_COLUMNS = ["family", "comparison", "kind", "seeds", "differences", "m
                       "ci95_low", "ci95_high", "t", "p", "p_holm", "effect_size"]
 
 
-def comparison_rows(runs):
+def comparison_rows(runs, plan):
     """Per family: the tests of its design (Holm-corrected together) and, for the factorial
-    design, the simple effects (descriptive: uncorrected p)."""
+    design, the simple effects (descriptive: uncorrected p). The design is the plan's; each
+    comparison pairs the seeds that have every run it needs (`seeds` says how many)."""
     rows = []
-    families = sorted({run["arm"]["family"] for run in runs})
-    for family in families:
+    for family in sorted({arm["family"] for arm in plan["arms"]}):
+        roles = {(arm["sharing"], arm["level"]) for arm in plan["arms"]
+                 if arm["family"] == family}
         by_seed = {}
         for run in runs:
             arm = run["arm"]
             if arm["family"] == family:
                 by_seed.setdefault(run["config"]["seed"], {})[arm["sharing"], arm["level"]] = \
                     run["test_bpc"]
-        roles = set.intersection(*(set(b) for b in by_seed.values())) if by_seed else set()
         factorial = {("shared", "k_u"), ("unshared", "k_s")} <= roles
         tests = [(FACTORIAL_TESTS if factorial else BUDGET_TESTS, "test"),
                  (SIMPLE_EFFECTS if factorial else [], "descriptive")]
         for group, kind in tests:
             family_rows = []
             for name, difference in group:
-                try:
-                    values = [difference(b) for _, b in sorted(by_seed.items())]
-                except KeyError:  # an arm this study does not have
+                values = []
+                for _, by_role in sorted(by_seed.items()):
+                    try:
+                        values.append(difference(by_role))
+                    except KeyError:  # this seed lacks a run the comparison needs
+                        continue
+                if not values:  # an arm this design does not have
                     continue
                 family_rows.append({"family": family, "comparison": name, "kind": kind,
                                     "seeds": len(values),

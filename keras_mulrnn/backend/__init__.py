@@ -6,8 +6,9 @@ training loop; a few things differ by backend and live here, one module per back
 
 - `fused_sequence(cell)`: the whole-sequence recurrence with a hand-written backward pass
   (`keras_mulrnn.backend.fused` says what it computes), or None where there is none;
-- `compile_function(fn, model)`: `fn` compiled (XLA on TensorFlow when asked, `jax.jit`
-  on JAX), reading and assigning the model's variables;
+- `compile_function(model, key, build)`: the function `build()` returns, compiled once per
+  model (XLA on TensorFlow when asked, `jax.jit` on JAX), reading and assigning the model's
+  variables;
 - `value_and_gradients(loss_fn, variables)`: inside a compiled function, the value of
   `loss_fn()` and its gradients with respect to `variables`;
 - `categorical(logits, seed, step)`: one sample per row, a pure function of the seed;
@@ -16,7 +17,11 @@ training loop; a few things differ by backend and live here, one module per back
 - `replica_sum(gradients)`: the gradient of the whole global batch where each replica
   holds only its share (`tf.distribute`), for clipping it as one device would;
 - `step_logs(logs)`: a training step's logs as the backend's trainer can reduce them;
-- `sync_model_state(model)`: makes the model's variables current in the middle of `fit`.
+- `tensorboard_callback(log_dir)`: Keras's TensorBoard writer where the backend has one;
+- `sync_model_state(model)`: makes the model's variables current in the middle of `fit`;
+- `describe()`, `peak_memory()`, `ALWAYS_COMPILES`: for benchmarks, the framework and its
+  device, the device's peak memory in bytes (None where not reported), and whether every
+  training step is compiled whatever `jit_compile` says.
 
 Nothing else in the package asks which backend runs. TensorFlow is imported only by the
 TensorFlow module, and only when that backend is active.
@@ -24,7 +29,6 @@ TensorFlow module, and only when that backend is active.
 
 import importlib
 import sys
-import weakref
 
 import keras
 
@@ -67,8 +71,10 @@ def fused_sequence(cell):
     return implementation().fused_sequence(cell)
 
 
-# Compiled functions are kept per model, outside it, so that saving the model never sees them.
-_COMPILED = weakref.WeakKeyDictionary()
+# Where a model keeps its compiled functions: a plain attribute, set past Keras's attribute
+# tracking (saving looks only at Keras objects), so that the functions, which refer to the
+# model, go when the model goes.
+_COMPILED = "_keras_mulrnn_compiled"
 
 
 def compile_function(model, key, build, jit_compile=False):
@@ -78,7 +84,10 @@ def compile_function(model, key, build, jit_compile=False):
     tensors (or nested lists of them). `jit_compile` asks for XLA on TensorFlow; JAX always
     compiles.
     """
-    functions = _COMPILED.setdefault(model, {})
+    functions = model.__dict__.get(_COMPILED)
+    if functions is None:
+        functions = {}
+        object.__setattr__(model, _COMPILED, functions)
     key = (key, bool(jit_compile))
     if key not in functions:
         functions[key] = implementation().compile_function(build(), model, jit_compile)
@@ -141,6 +150,13 @@ def limit_threads(threads):
     implementation().limit_threads(threads)
 
 
+def tensorboard_callback(log_dir):
+    """A `keras.callbacks.TensorBoard` writing to `log_dir`, or None where the backend has
+    no writer (TensorBoard's is TensorFlow's, which must not enter another backend's
+    process: on a GPU it would take the device's memory)."""
+    return implementation().tensorboard_callback(log_dir)
+
+
 def enable_determinism():
     """Deterministic kernels for the rest of the process (the same seed, the same run)."""
     implementation().enable_determinism()
@@ -150,3 +166,19 @@ def sync_model_state(model):
     """Writes the training state that `model.fit` keeps outside the model (JAX) back into
     its variables, so that a callback can read or save them mid-epoch."""
     implementation().sync_model_state(model)
+
+
+def describe():
+    """The backend's framework, its version and the device it computes on, in words."""
+    return implementation().describe()
+
+
+def peak_memory():
+    """The peak memory in bytes of the device computing, or None where it is not reported."""
+    return implementation().peak_memory()
+
+
+def always_compiles():
+    """Whether every step is compiled whatever `jit_compile` says (JAX runs op by op
+    otherwise, so the toolkit always compiles there)."""
+    return implementation().ALWAYS_COMPILES

@@ -22,8 +22,9 @@ from keras import ops
 CHUNK_STEPS = 32
 
 
-def supports(cell, mask, unroll):
-    """Whether the fused function applies: no mask and no unrolling."""
+def supports(mask, unroll):
+    """Whether the fused function applies to a call: without a mask or unrolling (every
+    family and parametrization)."""
     return mask is None and not unroll
 
 

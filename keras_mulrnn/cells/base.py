@@ -183,7 +183,7 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         """The weights in the layout the step uses, in the compute dtype.
 
         Computed once per sequence by the sequence layers (weight normalization, fusing the
-        input-side matrices, arranging groups for a batched product), and once per step when
+        input-side matrices, cutting the transition into its groups' blocks), and once per step when
         the cell runs inside `keras.layers.RNN`.
         """
         dtype = self.compute_dtype

@@ -1,4 +1,4 @@
-"""How a cell's gates are grouped around intermediate states (DESIGN.md section 2, "Sharing").
+"""How a cell's gates are grouped around intermediate states (docs/DESIGN.md, "Cells").
 
 A *group* owns one factorization `(W_mx, W_mh)` and so one intermediate state
 `m = (W_mx x) ⊙ (W_mh h)`; every gate of the group reads that `m`. This module turns the

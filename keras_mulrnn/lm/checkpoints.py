@@ -42,16 +42,21 @@ class CheckpointManager:
     Args:
         directory: where the `ckpt-STEP/` directories live (created if missing).
         keep: how many of the newest checkpoints to keep.
+        writable: False for a reader that must change nothing (a multi-worker run's other
+            workers reading the chief's checkpoints): a damaged checkpoint is only skipped.
     """
 
-    def __init__(self, directory, keep=2):
+    def __init__(self, directory, keep=2, writable=True):
         self.directory = os.fspath(directory)
-        self.keep = keep
-        os.makedirs(self.directory, exist_ok=True)
+        self.keep, self.writable = keep, writable
+        if writable:
+            os.makedirs(self.directory, exist_ok=True)
 
     def steps(self):
         """Steps of the checkpoints that look complete, oldest first."""
         found = []
+        if not os.path.isdir(self.directory):
+            return found
         for name in os.listdir(self.directory):
             digits = name[len(PREFIX):]
             if (name.startswith(PREFIX) and digits.isdigit()
@@ -139,7 +144,11 @@ class CheckpointManager:
 
     def _set_aside(self, path, error):
         """Renames a damaged checkpoint so that it is never read again and its step can be
-        written anew; warns."""
+        written anew (a read-only manager only skips it); warns."""
+        if not self.writable:
+            warnings.warn(f"Checkpoint {path!r} could not be used ({type(error).__name__}: "
+                          f"{error}); the previous one is tried.", stacklevel=3)
+            return
         aside = os.path.join(self.directory, DAMAGED + os.path.basename(path))
         shutil.rmtree(aside, ignore_errors=True)
         os.rename(path, aside)

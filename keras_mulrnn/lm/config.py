@@ -25,6 +25,10 @@ from keras_mulrnn.validation import (
 MIN_VOCABULARY = 2
 # Keras dtype policies a run may train in (float16 would need loss scaling).
 PRECISIONS = ("float32", "mixed_bfloat16")
+# The settings of how a run is carried out rather than of what it trains: a resumed run may
+# change them (a roll-back budget after a NaN, the devices, the compilation, the sample).
+OPERATIONAL = ("strategy", "jit_compile", "steps_per_execution", "checkpoint_every",
+               "nan_rollbacks", "sample_length")
 
 
 @dataclasses.dataclass

@@ -24,16 +24,17 @@ class DirectoryInUse(RuntimeError):
 
 
 @contextlib.contextmanager
-def hold_directory(directory, what="run"):
+def hold_directory(directory, what="run", wait=False):
     """Holds `directory` (which must exist) for this process while the block runs.
 
-    Raises `DirectoryInUse`, naming the holder, if another process holds it.
+    Raises `DirectoryInUse`, naming the holder, if another process holds it; with `wait`,
+    waits for it instead (for short critical sections, such as writing a summary).
     """
     path = os.path.join(os.fspath(directory), LOCK_FILE)
     handle = open(path, "a+")
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise DirectoryInUse(
                 f"{os.fspath(directory)!r} is in use by another {what} "

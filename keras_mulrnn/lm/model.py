@@ -171,10 +171,10 @@ class CharLanguageModel(keras.Model):
     # ----------------------------------------------------- carried training state
 
     def start_carry(self, batch_size, distribution):
-        """Creates the carried states of `batch_size` global rows, laid out by `distribution`
-        (a `keras_mulrnn.backend` distribution: each replica holds its own rows)."""
-        self.carry.start(distribution.carry_variables(batch_size, self.state_sizes),
-                         distribution, batch_size)
+        """Creates (or zeroes) the carried states of `batch_size` global rows, laid out by
+        `distribution` (a `keras_mulrnn.backend` distribution: each replica or device holds
+        its own rows)."""
+        self.carry.start(batch_size, self.state_sizes, distribution)
 
     def carry_values(self):
         """The carried states of all rows as NumPy arrays (a collective operation under a
@@ -223,19 +223,20 @@ class CarriedState(keras.layers.Layer):
     def started(self):
         return bool(self.states)
 
-    def start(self, variables, distribution, batch_size):
-        """Holds `variables` (new, zero) as the carried state; a second start for the same
-        batch keeps the first variables (tracked once) and zeroes them."""
+    def start(self, batch_size, sizes, distribution):
+        """Makes the variables of `batch_size` global rows of states of `sizes`; a second
+        start (for the same batch: the variables are tracked once) zeroes them."""
         if self.started:
-            if [tuple(v.shape) for v in variables] != [tuple(v.shape) for v in self.states]:
+            if batch_size != self.batch_size:
                 raise ValueError(
-                    "The carried state was started for another batch size; build a new "
-                    "model to train with another batch size."
+                    f"The carried state was started for a batch of {self.batch_size} rows, "
+                    f"not {batch_size}; build a new model to train with another batch size."
                 )
-            distribution.write_carry(self.states, [np.zeros((batch_size, v.shape[1]), "float32")
-                                                   for v in self.states])
-            variables = self.states
-        self.states, self.distribution, self.batch_size = variables, distribution, batch_size
+            distribution.write_carry(self.states, [np.zeros((batch_size, size), "float32")
+                                                   for size in sizes])
+        else:
+            self.states = distribution.carry_variables(batch_size, sizes)
+        self.distribution, self.batch_size = distribution, batch_size
 
     def states_for(self, ids, reset):
         """The states a training batch starts from: the carried ones, zeroed where `reset`."""
@@ -248,11 +249,12 @@ class CarriedState(keras.layers.Layer):
         rows = ids.shape[0]
         if rows is not None and rows != self.states[0].shape[0]:
             raise ValueError(
-                f"The training batch has {rows} rows, but the carried state holds "
-                f"{self.states[0].shape[0]} per replica."
+                f"The training batch has {rows} rows, but the carried state was made for "
+                f"{self.states[0].shape[0]}."
             )
-        keep = 1.0 - ops.expand_dims(ops.cast(reset, "float32"), -1)
-        return [state.value * keep for state in self.states]
+        # (`where`, not a product: a carried NaN must not survive a reset.)
+        reset = ops.expand_dims(ops.cast(reset, "bool"), -1)
+        return [ops.where(reset, 0.0, state.value) for state in self.states]
 
     def update(self, states):
         for variable, state in zip(self.states, states, strict=True):

@@ -32,12 +32,11 @@ from keras_mulrnn import backend
 from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
 from keras_mulrnn.data.corpora import Corpus
 from keras_mulrnn.lm.checkpoints import CheckpointManager, CheckpointMismatch
-from keras_mulrnn.lm.config import TrainConfig, check_fits
+from keras_mulrnn.lm.config import OPERATIONAL, TrainConfig, check_fits
 from keras_mulrnn.lm.evaluation import evaluate_bpc
 from keras_mulrnn.lm.generation import check_generation_arguments, generate_after
 from keras_mulrnn.lm.lock import hold_directory
-from keras_mulrnn.lm.quiet import quiet_stderr
-from keras_mulrnn.lm.optimization import LinearDecay, build_model
+from keras_mulrnn.lm.optimization import build_model
 from keras_mulrnn.params import stack_params
 
 # Files of a run's output directory (besides checkpoints/ and tensorboard/).
@@ -154,19 +153,20 @@ class _Run:
     def train(self):
         config, distribution = self.config, self.distribution
         keras.utils.set_random_seed(config.seed)
-        self.schedule = LinearDecay(config.learning_rate, config.steps)
         compiled = config
         if config.jit_compile and not distribution.xla_supported():
             print("XLA cannot compile the all-reduce of several CPU replicas: this run trains "
                   "without it (evaluation still uses it).")
             compiled = dataclasses.replace(config, jit_compile=False)
-        model = self.model = build_model(self.corpus.vocabulary, compiled, self.schedule,
-                                         distribution)
+        model = self.model = build_model(self.corpus.vocabulary, compiled,
+                                         distribution=distribution)
         model.start_carry(config.batch_size, distribution)
         self.manager = CheckpointManager(os.path.join(self.output_dir, "checkpoints"))
         start = 0
         if self.resume:
-            restored = CheckpointManager(os.path.join(self.chief_dir, "checkpoints")) \
+            # Only the chief sets a damaged checkpoint aside; the other workers only read.
+            restored = CheckpointManager(os.path.join(self.chief_dir, "checkpoints"),
+                                         writable=self.distribution.is_chief) \
                 .restore_latest(model, check=self._check_compatible)
             if restored is not None:
                 start = restored["step"]
@@ -194,12 +194,9 @@ class _Run:
     def _fit(self, start):
         config, model, monitor = self.config, self.model, self.monitor
         callbacks = [monitor, keras.callbacks.TerminateOnNaN()]
-        if _tensorboard_available():
-            if "tensorflow" not in sys.modules:  # another backend: TensorFlow only writes
-                with quiet_stderr():
-                    import tensorflow  # noqa: F401
-            callbacks.append(keras.callbacks.TensorBoard(
-                os.path.join(self.output_dir, "tensorboard")))
+        tensorboard = backend.tensorboard_callback(os.path.join(self.output_dir, "tensorboard"))
+        if tensorboard is not None:
+            callbacks.append(tensorboard)
         callbacks.extend(self.extra_callbacks)
         self.rollbacks = 0
         monitor.log.keep_until(start)
@@ -286,9 +283,10 @@ class _Run:
                  if good else "no checkpoint was written before it")
         if self.rollbacks >= self.config.nan_rollbacks:
             raise FloatingPointError(
-                f"The training loss became NaN or infinite at step {bad_step}; {where}. Lower "
-                f"--learning-rate or --clipnorm, or pass --nan-rollbacks N to roll back "
-                f"automatically."
+                f"The training loss became NaN or infinite at step {bad_step}; {where}. "
+                f"Continue from it with --resume --nan-rollbacks N (it rolls back and halves "
+                f"the learning rate, up to N times), or start a new run with a lower "
+                f"--learning-rate or --clipnorm in another --output directory."
             )
         if not good:
             raise FloatingPointError(
@@ -304,7 +302,7 @@ class _Run:
         self.rollbacks += 1
 
     def _set_learning_rate_scale(self, scale):
-        self.schedule.scale.assign(scale)
+        self.model.optimizer.learning_rate_scale.assign(scale)
         self.meta["learning_rate_scale"] = scale
 
     def _check_compatible(self, restored):
@@ -322,12 +320,12 @@ class _Run:
                 f"changed). Resume with the same data file, or start a new run in another "
                 f"--output directory."
             )
-        # A run may resume on other devices: the carried state is saved for all rows. A
-        # setting that the checkpoint predates had its default value then.
+        # A setting that the checkpoint predates had its default value then. (A run may
+        # resume on other devices: the carried state is saved for all rows.)
         saved = {**dataclasses.asdict(TrainConfig()), **restored["config"]}
         differing = sorted(
             key for key in meta["config"]
-            if key != "strategy" and saved.get(key) != meta["config"][key]
+            if key not in OPERATIONAL and saved.get(key) != meta["config"][key]
         )
         if differing:
             details = ", ".join(
@@ -570,11 +568,18 @@ def _atomic_save(model, path):
 
 
 def write_json_atomically(path, value):
-    """Writes `value` as JSON to `path` via a temporary file: a crash leaves the old file."""
-    temporary = path + ".tmp"
-    with open(temporary, "w") as handle:
-        json.dump(value, handle, indent=1)
-    os.replace(temporary, path)
+    """Writes `value` as JSON to `path` via a temporary file of its own (so that two writers
+    never share one): a crash leaves the old file."""
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                         prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as output:
+            json.dump(value, output, indent=1)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
 
 
 def _read_json(path):
@@ -628,14 +633,3 @@ def _check_fresh(output_dir, resume):
     for name in (LOG, BEST_INFO):
         if os.path.exists(os.path.join(output_dir, name)):
             os.remove(os.path.join(output_dir, name))
-
-
-def _tensorboard_available():
-    """TensorBoard's writer needs TensorFlow's summary ops and the tensorboard package."""
-    import importlib.util
-
-    try:
-        return all(importlib.util.find_spec(name) is not None
-                   for name in ("tensorboard", "tensorflow"))
-    except ImportError:  # a package that cannot be imported here
-        return False

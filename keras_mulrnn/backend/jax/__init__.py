@@ -18,7 +18,11 @@ from keras_mulrnn.backend.jax.fused import sequence_function as fused_sequence
 
 __all__ = ["fused_sequence", "compile_function", "value_and_gradients", "categorical",
            "make_distribution", "replica_sum", "step_logs", "sync_model_state",
-           "enable_determinism", "limit_threads"]
+           "enable_determinism", "limit_threads", "tensorboard_callback", "describe",
+           "peak_memory", "ALWAYS_COMPILES"]
+
+# Uncompiled JAX runs op by op, which no training loop wants: every step goes through `jax.jit`.
+ALWAYS_COMPILES = True
 
 
 def compile_function(fn, model, jit_compile):
@@ -90,6 +94,11 @@ def limit_threads(threads):
     os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
 
 
+def tensorboard_callback(log_dir):
+    """None: TensorBoard's writer is TensorFlow's."""
+    return None
+
+
 def enable_determinism():
     """XLA's deterministic GPU kernels are asked for by `XLA_FLAGS` before JAX starts (see
     `keras_mulrnn.lm.cli.start_backend`); on a CPU its kernels are deterministic."""
@@ -97,3 +106,12 @@ def enable_determinism():
 
 def sync_model_state(model):
     model.jax_state_sync()
+
+
+def describe():
+    return f"JAX {jax.__version__}, {jax.devices()[0].platform}"
+
+
+def peak_memory():
+    stats = jax.local_devices()[0].memory_stats()
+    return stats.get("peak_bytes_in_use") if stats else None

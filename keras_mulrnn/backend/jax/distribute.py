@@ -20,11 +20,15 @@ _CREATED = {}
 
 
 def make_distribution(name):
-    """The `Distribution` called `name` ("default" or "data-parallel")."""
+    """The `Distribution` called `name` ("default" or "data-parallel"). Keras's distribution
+    is process-wide: making one sets it (or, for "default", clears it) for what is built
+    next."""
     if name == "default":
+        keras.distribution.set_distribution(None)
         return OneDevice()
     if name not in _CREATED:
         _CREATED[name] = DataParallel()
+    keras.distribution.set_distribution(_CREATED[name].distribution)
     return _CREATED[name]
 
 
@@ -42,7 +46,6 @@ class DataParallel(Distribution):
 
     def __init__(self):
         self.distribution = keras.distribution.DataParallel()
-        keras.distribution.set_distribution(self.distribution)
         self.batch_axis = self.distribution.batch_dim_name
 
     @property

@@ -7,7 +7,11 @@ from keras_mulrnn.backend.tensorflow.fused import sequence_function as fused_seq
 
 __all__ = ["fused_sequence", "compile_function", "value_and_gradients", "categorical",
            "make_distribution", "replica_sum", "step_logs", "sync_model_state",
-           "enable_determinism", "limit_threads"]
+           "enable_determinism", "limit_threads", "tensorboard_callback", "describe",
+           "peak_memory", "ALWAYS_COMPILES"]
+
+# `jit_compile=False` runs TensorFlow graphs; `True` compiles them with XLA.
+ALWAYS_COMPILES = False
 
 
 def compile_function(fn, model, jit_compile):
@@ -34,9 +38,32 @@ def limit_threads(threads):
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
+def tensorboard_callback(log_dir):
+    """Keras's TensorBoard writer (None without the `tensorboard` package)."""
+    import importlib.util
+
+    import keras
+
+    if importlib.util.find_spec("tensorboard") is None:
+        return None
+    return keras.callbacks.TensorBoard(log_dir)
+
+
 def enable_determinism():
     tf.config.experimental.enable_op_determinism()
 
 
 def sync_model_state(model):
     """TensorFlow's `fit` updates the variables in place: nothing to do."""
+
+
+def describe():
+    devices = tf.config.list_logical_devices()
+    return f"TensorFlow {tf.__version__}, {devices[-1].device_type if devices else 'CPU'}"
+
+
+def peak_memory():
+    """The first GPU's peak in bytes; TensorFlow reports none for a CPU."""
+    if not tf.config.list_logical_devices("GPU"):
+        return None
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"]

@@ -13,6 +13,7 @@ copy of the carry variables (`ON_READ`: never averaged or copied between replica
 
 import json
 import os
+import weakref
 
 import keras
 import numpy as np
@@ -99,7 +100,9 @@ class Strategy(Distribution):
 
     def __init__(self, name, strategy):
         self.name, self.strategy = name, strategy
-        self._carry_functions = {}
+        # Per carried state (keyed by its first variable, so that it goes with its model):
+        # the compiled functions that gather and scatter it.
+        self._carry_functions = weakref.WeakKeyDictionary()
 
     @property
     def replicas(self):
@@ -169,11 +172,11 @@ class Strategy(Distribution):
         self._carry_function(variables, "write")([tf.constant(v) for v in values])
 
     def _carry_function(self, variables, kind):
-        key = (tuple(id(v) for v in variables), kind)
-        if key not in self._carry_functions:
-            self._carry_functions[key] = (_gather if kind == "read" else _scatter)(
+        functions = self._carry_functions.setdefault(variables[0], {})
+        if kind not in functions:
+            functions[kind] = (_gather if kind == "read" else _scatter)(
                 self.strategy, [v.value for v in variables])
-        return self._carry_functions[key]
+        return functions[kind]
 
     def _multi_worker(self):
         return isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
