@@ -139,4 +139,4 @@ def describe_machine():
     from keras_mulrnn import backend
 
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-            f"Keras {keras.__version__} on {backend.describe()}")
+            f"Keras {keras.__version__}, backend {backend.name()} ({backend.describe()})")

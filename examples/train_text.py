@@ -1,11 +1,12 @@
 """Train a character language model on any text or byte file, or a TFDS text dataset.
 
-    python examples/train_text.py                      # the corpus embedded in the package
-    python examples/train_text.py --data any.txt       # a UTF-8 text file
-    python examples/train_text.py --data file.bin --kind byte
-    python examples/train_text.py --tfds tiny_shakespeare
+    python examples/train_text.py --output runs/embedded    # the corpus in the package
+    python examples/train_text.py --data any.txt --output runs/any     # a UTF-8 text file
+    python examples/train_text.py --data file.bin --kind byte --output runs/bytes
+    python examples/train_text.py --tfds tiny_shakespeare --output runs/tfds
 
-A file is split 90% / 5% / 5% (train / valid / test) in order.
+A file is split 90% / 5% / 5% (train / valid / test) in order. Each run writes into its own
+`--output` (default `runs/text`); `--resume` continues the run found there.
 """
 
 import signal

@@ -1,6 +1,6 @@
 """Tables and a plot of a finished (or running) search.
 
-    python tuning/report.py --directory runs/tuning --project-name search
+    python tuning/report.py --directory runs/tuning --project-name rank
 
 Writes into the project's folder: `trials.csv` and `trials.md` (every trial: status,
 hyperparameters, recurrent parameters, validation BPC, training time) and `bpc_vs_rank.png`

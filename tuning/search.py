@@ -1,8 +1,8 @@
 """Search the hyperparameters of a character language model with keras-tuner.
 
-    python tuning/search.py --parametrization shared,unshared --rank-ratio 0.25,0.5,1 \\
-        --budget 200000 --max-trials 8 --steps-per-trial 300 --directory runs/tuning \\
-        --project-name rank
+    python tuning/search.py --family lstm --parametrization shared,unshared \\
+        --rank-ratio 0.125,0.25,0.5,1 --budget 200000 --max-trials 8 --steps-per-trial 400 \\
+        --directory runs/tuning --project-name rank
 
 An axis given one value is fixed, several values (comma-separated) are searched. Without
 `--data` or `--tfds` the corpus is the one embedded in the package. Rerunning the same

@@ -102,7 +102,7 @@ class Strategy(Distribution):
         self.name, self.strategy = name, strategy
         # Per carried state (keyed by its first variable, so that it goes with its model):
         # the compiled functions that gather and scatter it.
-        self._carry_functions = weakref.WeakKeyDictionary()
+        self._carry_functions = {}
 
     @property
     def replicas(self):
@@ -172,7 +172,13 @@ class Strategy(Distribution):
         self._carry_function(variables, "write")([tf.constant(v) for v in values])
 
     def _carry_function(self, variables, kind):
-        functions = self._carry_functions.setdefault(variables[0], {})
+        # Per model, keyed by its first carry variable's id and forgotten with that variable
+        # (a Keras variable is not hashable, and a later model's variable may reuse the id).
+        key = id(variables[0])
+        if key not in self._carry_functions:
+            self._carry_functions[key] = {}
+            weakref.finalize(variables[0], self._carry_functions.pop, key, None)
+        functions = self._carry_functions[key]
         if kind not in functions:
             functions[kind] = (_gather if kind == "read" else _scatter)(
                 self.strategy, [v.value for v in variables])
