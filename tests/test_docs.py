@@ -21,7 +21,8 @@ TRAIN_CUT = ["--steps", "4", "--eval-every", "2", "--units", "16", "--embedding-
 CUTS = {
     "examples/train_enwik8.py": TRAIN_CUT,
     "examples/train_text.py": TRAIN_CUT,
-    "examples/compare_sharing.py": TRAIN_CUT + ["--seeds", "1", "--family", "lstm"],
+    "examples/compare_sharing.py": TRAIN_CUT + ["--seeds", "1", "--family", "lstm",
+                                                "--learning-rates", "0.005"],
     "examples/generate.py": ["--length", "20"],
     "examples/evaluate.py": ["--statistics-segments", "3"],
     "tuning/search.py": ["--max-trials", "1", "--steps-per-trial", "4", "--units", "16",
