@@ -168,7 +168,7 @@ def interrupted_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("interrupted") / "run"
     with pytest.raises(KeyboardInterrupt):
         train(small_corpus(), DAMAGED_CONFIG, output, verbose=0,
-              extra_callbacks=[_StopAt(5)])
+              extra_callbacks=[_AtStep(5, _interrupt)])
     assert CheckpointManager(output / "checkpoints").steps() == [2, 4]
     return output
 
@@ -189,14 +189,24 @@ def test_a_damaged_checkpoint_is_set_aside_and_replaced(tmp_path, interrupted_ru
         assert train(small_corpus(), config, output, resume=True, verbose=0)["steps"] == 8
 
 
-class _StopAt(keras.callbacks.Callback):
-    def __init__(self, step):
+class _AtStep(keras.callbacks.Callback):
+    """Calls `action()` after training step `step`."""
+
+    def __init__(self, step, action):
         super().__init__()
-        self.step = step
+        self.step, self.action = step, action
 
     def on_train_batch_end(self, batch, logs=None):
         if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
-            raise KeyboardInterrupt
+            self.action()
+
+
+def _interrupt():
+    raise KeyboardInterrupt
+
+
+def _press_ctrl_c():  # SIGINT to this process, as a user's Ctrl-C
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 # ------------------------------------------------------------------ silent wrong results
@@ -482,24 +492,13 @@ def test_a_byte_corpus_cut_inside_a_character_still_samples_at_the_end(tmp_path)
 # ------------------------------------------------ found by an adversarial trial of our own
 
 
-class _SignalAt(keras.callbacks.Callback):
-    """Sends this process SIGINT after training step `step`, as a user's Ctrl-C."""
-
-    def __init__(self, step):
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
-
 
 def test_an_interrupted_and_resumed_run_logs_as_an_uninterrupted_one(tmp_path):
     config = small_config(steps=12, eval_every=4, checkpoint_every=2)
     train(small_corpus(), config, tmp_path / "whole", verbose=0)
     with pytest.raises(KeyboardInterrupt, match="Interrupted at step 7"):  # the next step
         train(small_corpus(), config, tmp_path / "cut", verbose=0,
-              extra_callbacks=[_SignalAt(6)])
+              extra_callbacks=[_AtStep(6, _press_ctrl_c)])
     train(small_corpus(), config, tmp_path / "cut", resume=True, verbose=0)
     whole, cut = ((tmp_path / name / "log.csv").read_text().splitlines()
                   for name in ("whole", "cut"))
