@@ -22,7 +22,7 @@ from keras_mulrnn.data import corpora, load_text
 from keras_mulrnn.lm import lock
 from keras_mulrnn.lm.checkpoints import CheckpointManager
 from keras_mulrnn.lm.training import train
-from test_language_model import TEXT, small_config, small_corpus
+from test_language_model import TEXT, AtStep, interrupt, small_config, small_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -168,7 +168,7 @@ def interrupted_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("interrupted") / "run"
     with pytest.raises(KeyboardInterrupt):
         train(small_corpus(), DAMAGED_CONFIG, output, verbose=0,
-              extra_callbacks=[_AtStep(5, _interrupt)])
+              extra_callbacks=[AtStep(5, interrupt)])
     assert CheckpointManager(output / "checkpoints").steps() == [2, 4]
     return output
 
@@ -187,22 +187,6 @@ def test_a_damaged_checkpoint_is_set_aside_and_replaced(tmp_path, interrupted_ru
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         assert train(small_corpus(), config, output, resume=True, verbose=0)["steps"] == 8
-
-
-class _AtStep(keras.callbacks.Callback):
-    """Calls `action()` after training step `step`."""
-
-    def __init__(self, step, action):
-        super().__init__()
-        self.step, self.action = step, action
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
-            self.action()
-
-
-def _interrupt():
-    raise KeyboardInterrupt
 
 
 def _press_ctrl_c():  # SIGINT to this process, as a user's Ctrl-C
@@ -498,7 +482,7 @@ def test_an_interrupted_and_resumed_run_logs_as_an_uninterrupted_one(tmp_path):
     train(small_corpus(), config, tmp_path / "whole", verbose=0)
     with pytest.raises(KeyboardInterrupt, match="Interrupted at step 7"):  # the next step
         train(small_corpus(), config, tmp_path / "cut", verbose=0,
-              extra_callbacks=[_AtStep(6, _press_ctrl_c)])
+              extra_callbacks=[AtStep(6, _press_ctrl_c)])
     train(small_corpus(), config, tmp_path / "cut", resume=True, verbose=0)
     whole, cut = ((tmp_path / name / "log.csv").read_text().splitlines()
                   for name in ("whole", "cut"))

@@ -112,16 +112,20 @@ def small_config(**overrides):
     return TrainConfig(**values)
 
 
-class _StopAt(keras.callbacks.Callback):
-    """Simulates a killed run: stops the process's training at a given step."""
+class AtStep(keras.callbacks.Callback):
+    """Calls `action()` after training step `step`."""
 
-    def __init__(self, step):
+    def __init__(self, step, action):
         super().__init__()
-        self.step = step
+        self.step, self.action = step, action
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) == self.step:
-            raise KeyboardInterrupt
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
+            self.action()
+
+
+def interrupt():  # a killed run, as far as the training loop can tell
+    raise KeyboardInterrupt
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
@@ -132,7 +136,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     whole_weights = keras.saving.load_model(tmp_path / "whole" / "model.keras").get_weights()
 
     with pytest.raises(KeyboardInterrupt):
-        train(corpus, config, tmp_path / "split", verbose=0, extra_callbacks=[_StopAt(7)])
+        train(corpus, config, tmp_path / "split", verbose=0, extra_callbacks=[AtStep(7, interrupt)])
     # Step 7 is between checkpoints (6 and 8): the resumed run repeats step 7 from step 6.
     resumed = train(corpus, config, tmp_path / "split", resume=True, verbose=0)
     split_weights = keras.saving.load_model(tmp_path / "split" / "model.keras").get_weights()
