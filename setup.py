@@ -50,8 +50,9 @@ setup(
     python_requires=">=3.10",
     install_requires=CORE + ["tensorflow>=2.21", "tensorboard>=2.21"],
     extras_require={
-        # The tests exercise every optional part: tuning, the plots, TFDS, the JAX backend.
-        "tests": ["pytest>=8.0"] + TUNING + TFDS + JAX,
+        # The tests exercise every optional part: tuning, the plots, TFDS, the JAX backend;
+        # pytest-xdist runs them on every core (`-n auto`).
+        "tests": ["pytest>=8.0", "pytest-xdist>=3.2"] + TUNING + TFDS + JAX,
         "jax": JAX,
         "tuning": TUNING,
         "tfds": TFDS,

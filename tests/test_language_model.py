@@ -113,15 +113,23 @@ def small_config(**overrides):
 
 
 class AtStep(keras.callbacks.Callback):
-    """Calls `action()` after training step `step`."""
+    """Calls `action()` after training step `step`, or with `when="fit"` as the `fit` that ran
+    it ends (after the interval's validation and checkpoint: `fit`'s teardown)."""
 
-    def __init__(self, step, action):
+    def __init__(self, step, action, when="step"):
         super().__init__()
-        self.step, self.action = step, action
+        self.step, self.action, self.when = step, action, when
+
+    def _act_at(self, when):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if when == self.when and step == self.step:
+            self.action()
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
-            self.action()
+        self._act_at("step")
+
+    def on_train_end(self, logs=None):
+        self._act_at("fit")
 
 
 def interrupt():  # a killed run, as far as the training loop can tell

@@ -184,14 +184,13 @@ class _Run:
         self.monitor = _Monitor(self)
         started = time.perf_counter()
         with _Signals(self.monitor) as signals:
-            self._fit(start)
+            self._fit(start, signals)
             train_seconds = time.perf_counter() - started - self.monitor.eval_seconds
-            signals.phase = "final"
             return self._finish(start, train_seconds)
 
     # ------------------------------------------------------------------ the loop
 
-    def _fit(self, start):
+    def _fit(self, start, signals):
         config, model, monitor = self.config, self.model, self.monitor
         callbacks = [monitor, keras.callbacks.TerminateOnNaN()]
         tensorboard = backend.tensorboard_callback(os.path.join(self.output_dir, "tensorboard"))
@@ -214,6 +213,12 @@ class _Run:
                 break
             self._roll_back()
         monitor.progress.end()
+        # From here a signal stops the run at once. One that came after the last step's
+        # callbacks (in `fit`'s teardown) was too late for them to act on: it stops the run
+        # here, at its last step, which the last validation checkpointed.
+        signals.phase = "final"
+        if monitor.stop_requested and monitor.interrupted_at is None:
+            monitor.interrupted_at = model_step(model)
         if monitor.interrupted_at is not None:
             raise TrainingInterrupted(
                 f"Interrupted at step {monitor.interrupted_at} of {config.steps}; a checkpoint "
