@@ -2,13 +2,17 @@
 no hang. Every case here failed before the fix that it tests (see the closing note of the
 issue for the table of cases)."""
 
+import array
 import dataclasses
+import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import termios
 import time
 import warnings
 import zipfile
@@ -508,6 +512,64 @@ def test_a_signal_after_the_last_step_stops_the_run_before_its_final_evaluation(
     assert CheckpointManager(output / "checkpoints").steps()[-1] == 8
     results = train(small_corpus(), config, output, resume=True, verbose=0)
     assert results["steps"] == 8 and (output / "results.json").exists()
+
+
+def test_a_signal_while_the_model_is_built_stops_the_run_after_its_first_step(
+        tmp_path, monkeypatch):
+    # Ctrl-C while the model is built and traced: once a `KeyboardInterrupt` raised in the
+    # middle of TensorFlow's tracing, where code that swallows it may run (the run then went
+    # on as if nothing had happened), with a screen of TensorFlow's "never used" errors.
+    from keras_mulrnn.lm import training
+
+    def build_model_and_press_ctrl_c(*args, **kwargs):
+        _press_ctrl_c()
+        return real_build_model(*args, **kwargs)
+
+    real_build_model = training.build_model
+    monkeypatch.setattr(training, "build_model", build_model_and_press_ctrl_c)
+    config, output = small_config(steps=8), tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt, match="Interrupted at step 1 of 8"):
+        train(small_corpus(), config, output, verbose=0)
+    assert CheckpointManager(output / "checkpoints").steps() == [1]
+    monkeypatch.setattr(training, "build_model", real_build_model)
+    assert train(small_corpus(), config, output, resume=True, verbose=0)["steps"] == 8
+
+
+def test_a_signal_while_the_output_is_blocked_stops_the_run_cleanly(tmp_path):
+    # Output piped to a reader that has paused (`| less`, a slow `tee`): the program is
+    # blocked writing its progress when the signal comes. It once answered "error:
+    # reentrant call" (the handler printed through the stream it had interrupted), exit 1.
+    env = {key: value for key, value in ENV.items() if key != "PYTHONUNBUFFERED"}
+    reader, writer = os.pipe()
+    try:
+        fcntl.fcntl(writer, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)  # fills sooner
+    except OSError:
+        pass
+    size = fcntl.fcntl(writer, getattr(fcntl, "F_GETPIPE_SZ", 1032))
+    output = tmp_path / "run"
+    process = subprocess.Popen(
+        _command("train_text.py", *_small_flags(_data(tmp_path, LONG), output, "--steps",
+                                                "100000", "--eval-every", "1",
+                                                "--valid-symbols", "100")),
+        env=env, stdout=writer, stderr=subprocess.PIPE, text=True)
+    os.close(writer)
+    deadline = time.monotonic() + 300
+    waiting = array.array("i", [0])
+    while waiting[0] < size - 200:  # the pipe is full: the program's next write blocks
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+        fcntl.ioctl(reader, termios.FIONREAD, waiting)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    with os.fdopen(reader, "rb") as pipe:  # the reader goes on
+        pipe.read()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "error:" not in stderr, stderr[-2000:]
+    assert "SIGINT: saving a checkpoint" in stderr and "Interrupted at step" in stderr
+    step = int(re.search(r"Interrupted at step (\d+)", stderr).group(1))
+    assert CheckpointManager(output / "checkpoints").steps()[-1] == step
 
 
 def test_a_study_refused_for_its_flags_leaves_nothing(tmp_path):

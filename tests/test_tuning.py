@@ -168,6 +168,22 @@ def test_chief_and_two_workers_share_a_search(tmp_path, data):
     assert sum(len(ids) for ids in workers.values()) == 6
 
 
+def test_an_interrupted_trial_says_how_to_continue_the_search(tmp_path, data, monkeypatch):
+    from keras_mulrnn.lm.training import TrainingInterrupted
+    from tuning import space
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted("Interrupted at step 3 of 6; a checkpoint of that step is "
+                                  "in somewhere.")
+
+    monkeypatch.setattr(space, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        search.main(_search_args(tmp_path, data, "--max-trials", "2"))
+    # The search has no --resume flag: running the same command again continues it.
+    assert "Interrupted at step 3 of 6" in str(stop.value)
+    assert "Run the same command again" in str(stop.value) and "--resume" not in str(stop.value)
+
+
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, data, monkeypatch):
     from tuning import space
 

@@ -17,7 +17,7 @@ import keras_tuner
 from keras_mulrnn.params import rank_for_budget, stack_params, units_for_budget
 from keras_mulrnn.lm.config import TrainConfig
 from keras_mulrnn.lm.optimization import build_model
-from keras_mulrnn.lm.training import check_run, train
+from keras_mulrnn.lm.training import TrainingInterrupted, check_run, train
 
 from tuning import TUNERS
 
@@ -153,6 +153,10 @@ class LanguageModelTuner(keras_tuner.Tuner):
             output = os.path.join(trial_dir, f"run_{execution}")
             try:
                 runs.append(train(self.corpus, run_config, output, resume=True, verbose=0))
+            except TrainingInterrupted as stop:  # the search resumes by being run again
+                raise TrainingInterrupted(
+                    f"Trial {trial.trial_id}: {stop.what}", "Run the same command again to "
+                    "continue the search: finished trials are kept, this one resumes.") from None
             except Exception as error:
                 raise keras_tuner.errors.FailedTrialError(
                     f"Trial {trial.trial_id} failed: {type(error).__name__}: {error}"

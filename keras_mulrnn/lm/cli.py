@@ -266,6 +266,9 @@ def guarded(main):
     try:
         main()
     except KeyboardInterrupt as stop:  # `TrainingInterrupted` says what was kept
+        # Stopping already: another Ctrl-C must not cut the message or the exit short (the
+        # interpreter's exit takes a second with TensorFlow loaded).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(f"\n{str(stop) or 'Interrupted.'}", file=sys.stderr)
         raise SystemExit(130) from None
     except (ValueError, OSError, FloatingPointError, RuntimeError, ImportError,

@@ -151,6 +151,15 @@ class _Run:
                      "data": corpus.fingerprint(), "learning_rate_scale": 1.0}
 
     def train(self):
+        # From here on `_Signals` answers SIGINT and SIGTERM: a `KeyboardInterrupt` raised
+        # while the model is built and traced could land in code that swallows it (a
+        # garbage-collection callback), and the run would go on.
+        self.manager = CheckpointManager(os.path.join(self.output_dir, "checkpoints"))
+        self.monitor = _Monitor(self)
+        with _Signals(self.monitor) as signals:
+            return self._train(signals)
+
+    def _train(self, signals):
         config, distribution = self.config, self.distribution
         keras.utils.set_random_seed(config.seed)
         compiled = config
@@ -161,7 +170,6 @@ class _Run:
         model = self.model = build_model(self.corpus.vocabulary, compiled,
                                          distribution=distribution)
         model.start_carry(config.batch_size, distribution)
-        self.manager = CheckpointManager(os.path.join(self.output_dir, "checkpoints"))
         start = 0
         if self.resume:
             # Only the chief sets a damaged checkpoint aside; the other workers only read.
@@ -181,12 +189,10 @@ class _Run:
                   f"{os.path.join(self.chief_dir, RESULTS)}.")
             return _read_json(os.path.join(self.chief_dir, RESULTS))
 
-        self.monitor = _Monitor(self)
         started = time.perf_counter()
-        with _Signals(self.monitor) as signals:
-            self._fit(start, signals)
-            train_seconds = time.perf_counter() - started - self.monitor.eval_seconds
-            return self._finish(start, train_seconds)
+        self._fit(start, signals)
+        train_seconds = time.perf_counter() - started - self.monitor.eval_seconds
+        return self._finish(start, train_seconds)
 
     # ------------------------------------------------------------------ the loop
 
@@ -486,8 +492,9 @@ class _Monitor(keras.callbacks.Callback):
 class _Signals:
     """While a run lasts, SIGINT and SIGTERM stop it without losing anything.
 
-    While training or validating, the first signal asks the monitor to checkpoint the current
-    step and stop; a second stops at once (the newest complete checkpoint is kept). In the
+    While the model is built, trained or validated, the first signal asks the monitor to
+    checkpoint the current step (the first, while building) and stop; a second stops at once
+    (the newest complete checkpoint is kept). In the
     final evaluation (`phase = "final"`), training is complete and checkpointed, so a signal
     stops at once; `--resume` evaluates again.
     """
@@ -511,8 +518,14 @@ class _Signals:
                 f"{name} again: stopped at once. The newest complete checkpoint ({newest}) is "
                 f"in {directory}.")
         self.monitor.stop_requested = True
-        print(f"\n{name}: saving a checkpoint at the end of this step (send it again to stop "
-              f"at once).", flush=True)
+        # Straight to the descriptor: the signal may have come in the middle of a write to a
+        # buffered stream (output piped to a reader that paused), which a `print` here would
+        # re-enter, and fail.
+        try:
+            os.write(2, f"\n{name}: saving a checkpoint at the end of this step (send it "
+                        f"again to stop at once).\n".encode())
+        except OSError:  # no standard error: nothing to say it on
+            pass
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
