@@ -26,7 +26,8 @@ from keras_mulrnn.data import corpora, load_text
 from keras_mulrnn.lm import lock
 from keras_mulrnn.lm.checkpoints import CheckpointManager
 from keras_mulrnn.lm.training import train
-from test_language_model import TEXT, AtStep, interrupt, small_config, small_corpus
+from test_language_model import (TEXT, AtStep, interrupt, press_ctrl_c, small_config,
+                                 small_corpus)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -191,10 +192,6 @@ def test_a_damaged_checkpoint_is_set_aside_and_replaced(tmp_path, interrupted_ru
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         assert train(small_corpus(), config, output, resume=True, verbose=0)["steps"] == 8
-
-
-def _press_ctrl_c():  # SIGINT to this process, as a user's Ctrl-C
-    os.kill(os.getpid(), signal.SIGINT)
 
 
 # ------------------------------------------------------------------ silent wrong results
@@ -483,13 +480,12 @@ def test_a_byte_corpus_cut_inside_a_character_still_samples_at_the_end(tmp_path)
 # ------------------------------------------------ found by an adversarial trial of our own
 
 
-
 def test_an_interrupted_and_resumed_run_logs_as_an_uninterrupted_one(tmp_path):
     config = small_config(steps=12, eval_every=4, checkpoint_every=2)
     train(small_corpus(), config, tmp_path / "whole", verbose=0)
     with pytest.raises(KeyboardInterrupt, match="Interrupted at step 7"):  # the next step
         train(small_corpus(), config, tmp_path / "cut", verbose=0,
-              extra_callbacks=[AtStep(6, _press_ctrl_c)])
+              extra_callbacks=[AtStep(6, press_ctrl_c)])
     train(small_corpus(), config, tmp_path / "cut", resume=True, verbose=0)
     whole, cut = ((tmp_path / name / "log.csv").read_text().splitlines()
                   for name in ("whole", "cut"))
@@ -507,7 +503,7 @@ def test_a_signal_after_the_last_step_stops_the_run_before_its_final_evaluation(
     output = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt, match="Interrupted at step 8 of 8"):
         train(small_corpus(), config, output, verbose=0,
-              extra_callbacks=[AtStep(8, _press_ctrl_c, when="fit")])
+              extra_callbacks=[AtStep(8, press_ctrl_c, when="fit")])
     assert not (output / "results.json").exists()
     assert CheckpointManager(output / "checkpoints").steps()[-1] == 8
     results = train(small_corpus(), config, output, resume=True, verbose=0)
@@ -521,12 +517,12 @@ def test_a_signal_while_the_model_is_built_stops_the_run_after_its_first_step(
     # on as if nothing had happened), with a screen of TensorFlow's "never used" errors.
     from keras_mulrnn.lm import training
 
-    def build_model_and_press_ctrl_c(*args, **kwargs):
-        _press_ctrl_c()
+    def build_model_andpress_ctrl_c(*args, **kwargs):
+        press_ctrl_c()
         return real_build_model(*args, **kwargs)
 
     real_build_model = training.build_model
-    monkeypatch.setattr(training, "build_model", build_model_and_press_ctrl_c)
+    monkeypatch.setattr(training, "build_model", build_model_andpress_ctrl_c)
     config, output = small_config(steps=8), tmp_path / "run"
     with pytest.raises(KeyboardInterrupt, match="Interrupted at step 1 of 8"):
         train(small_corpus(), config, output, verbose=0)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -136,6 +137,10 @@ def interrupt():  # a killed run, as far as the training loop can tell
     raise KeyboardInterrupt
 
 
+def press_ctrl_c():  # SIGINT to this process, as a user's Ctrl-C
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     tf.config.experimental.enable_op_determinism()
     corpus = small_corpus()
@@ -144,7 +149,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     whole_weights = keras.saving.load_model(tmp_path / "whole" / "model.keras").get_weights()
 
     with pytest.raises(KeyboardInterrupt):
-        train(corpus, config, tmp_path / "split", verbose=0, extra_callbacks=[AtStep(7, interrupt)])
+        train(corpus, config, tmp_path / "split", verbose=0,
+              extra_callbacks=[AtStep(7, interrupt)])
     # Step 7 is between checkpoints (6 and 8): the resumed run repeats step 7 from step 6.
     resumed = train(corpus, config, tmp_path / "split", resume=True, verbose=0)
     split_weights = keras.saving.load_model(tmp_path / "split" / "model.keras").get_weights()

@@ -494,9 +494,9 @@ class _Signals:
 
     While the model is built, trained or validated, the first signal asks the monitor to
     checkpoint the current step (the first, while building) and stop; a second stops at once
-    (the newest complete checkpoint is kept). In the
-    final evaluation (`phase = "final"`), training is complete and checkpointed, so a signal
-    stops at once; `--resume` evaluates again.
+    (the newest complete checkpoint is kept). In the final evaluation (`phase = "final"`),
+    training is complete and checkpointed, so a signal stops at once; `--resume` evaluates
+    again.
     """
 
     def __init__(self, monitor):
