@@ -19,5 +19,20 @@ def _float32_policy():
     keras.config.set_dtype_policy("float32")
 
 
+def pytest_configure(config):
+    # On several workers (pytest-xdist), tests are handed out one at a time: by default
+    # each worker first gets a consecutive quarter of its share, and every slow test
+    # (sorted first, below) would go to the first worker, one after another.
+    if getattr(config.option, "maxschedchunk", False) is None:
+        config.option.maxschedchunk = 1
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first: on several workers they then run side by side from the start,
+    and the short ones fill in around them instead of one long test running alone at the
+    end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_report_header(config):
     return f"keras backend: {keras.backend.backend()}"

@@ -64,6 +64,7 @@ def test_the_package_imports_and_runs_without_tensorflow(tmp_path):
     assert "final training loss" in quick.stdout
 
 
+@pytest.mark.slow
 def test_toolkit_parity_and_checkpoints_across_backends(tmp_path):
     """From the same initial weights with dropout off, 20 steps on TensorFlow and on JAX give
     the same losses and BPC; a checkpoint of one backend resumes on the other."""
@@ -116,17 +117,25 @@ def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
             np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_cell_reference_and_fused_loop_tests_pass_on_jax():
+# Two halves, so that the two take a core each.
+JAX_SELECTIONS = {
+    "cells": (["test_cells_reference.py"], "not gradients"),
+    "layers": (["test_layers.py", "test_language_model.py"],
+               "chunked or compiles or generic or learning_rate_scale"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("selection", JAX_SELECTIONS)
+def test_cell_reference_and_fused_loop_tests_pass_on_jax(selection):
     """The cells' reference tests (but the float64 finite differences, which JAX runs in
     float32 unless told otherwise), the JAX fused loop against JAX's own autodiff of the
     generic loop (in chunks, compiled, and where it does not apply), and the learning-rate
     scale reaching JAX's compiled step."""
+    files, keywords = JAX_SELECTIONS[selection]
     done = subprocess.run(  # not -q, which hides the header that names the backend
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-         os.path.join(HERE, "test_cells_reference.py"), os.path.join(HERE, "test_layers.py"),
-         os.path.join(HERE, "test_language_model.py"),
-         "-k", "(test_cells_reference and not gradients) or chunked or compiles or generic "
-               "or learning_rate_scale"],
+         *(os.path.join(HERE, name) for name in files), "-k", keywords],
         capture_output=True, text=True, env=_env("jax"), cwd=ROOT, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" in done.stdout and " failed" not in done.stdout

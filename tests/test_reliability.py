@@ -59,6 +59,7 @@ def _assert_same(weights, reference):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow
 def test_sigkill_at_five_moments_then_resume(script_run, tmp_path):
     data, reference, duration = script_run
     rng = np.random.default_rng(0)

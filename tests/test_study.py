@@ -130,6 +130,7 @@ def test_the_rate_is_chosen_on_the_valid_split_alone(tmp_path):
     assert study.select_rates(tmp_path, arms, [1e-3, 1e-2, 3e-2]) == {}
 
 
+@pytest.mark.slow
 def test_a_factorial_study_end_to_end_and_its_rerun(tmp_path):
     """Real training (tiny): the grid, the selection, the seeds at the chosen rate, the
     tables; a rerun trains nothing; the comparisons equal a hand computation."""

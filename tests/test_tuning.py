@@ -137,6 +137,7 @@ def _free_port():
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_chief_and_two_workers_share_a_search(tmp_path, data):
     port = str(_free_port())
     base = [sys.executable, os.path.join(ROOT, "tuning", "search.py"),

@@ -21,6 +21,7 @@ from keras import ops
 
 from keras_mulrnn import backend
 from keras_mulrnn.data.batches import TBPTTBatches
+from keras_mulrnn.lm import interruption
 from keras_mulrnn.lm.evaluation import evaluate_bpc
 from keras_mulrnn.lm.model import LN2, symbol_bits
 from keras_mulrnn.validation import check_non_negative_number, check_positive_int
@@ -54,6 +55,7 @@ def gradient_statistics(model, train_ids, batch_size=1, seq_len=50, max_segments
     zero = ops.convert_to_tensor(0.0)
     zeros = [ops.zeros(v.shape) for v in variables]
     for index in range(segments):
+        interruption.check()  # a Ctrl-C whose exception a library swallowed
         inputs, targets, weights = batches.window(index)
         _, _, states, gradients = step(inputs, targets, weights, states, zero, zero, zeros,
                                        zeros, zeros)
@@ -101,6 +103,7 @@ def dynamic_evaluate(model, ids, statistics, learning_rate=3e-4, decay=1e-3, seq
     rate, pull = (ops.convert_to_tensor(float(value)) for value in (learning_rate, decay))
     try:
         for index in range(batches.batches_per_pass):
+            interruption.check()  # a Ctrl-C whose exception a library swallowed
             inputs, targets, weights = batches.window(index)
             bits, count, states, _ = step(inputs, targets, weights, states, rate, pull,
                                           anchors, inverse_rms, decay_rates)

@@ -36,6 +36,7 @@ import math
 import os
 import time
 
+import keras
 import numpy as np
 
 from keras_mulrnn.analysis.statistics import holm, paired_test
@@ -289,10 +290,12 @@ def _run_one(corpus, run, position, output_dir, analysis, verbose):
     else:
         checkpoints = os.path.join(directory, "checkpoints")
         resume = os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
-        print(f"{position} {run.name}: {'resuming' if resume else 'training'} "
-              f"(units {run.config.units}, rank {run.config.rank})", flush=True)
+        announcement = _Announcement(f"{position} {run.name}: "
+                                     f"{'resuming' if resume else 'training'} (units "
+                                     f"{run.config.units}, rank {run.config.rank})")
         try:
-            train(corpus, run.config, directory, resume=resume, verbose=verbose)
+            train(corpus, run.config, directory, resume=resume, verbose=verbose,
+                  extra_callbacks=[announcement])
         except TrainingInterrupted as stop:
             raise TrainingInterrupted(
                 f"{run.name}: {stop.what}", "Run the same command again to continue the "
@@ -309,6 +312,20 @@ def _run_one(corpus, run, position, output_dir, analysis, verbose):
     if analysis:
         with hold_directory(directory, "analysis"):
             analyse_run(corpus, directory)
+
+
+class _Announcement(keras.callbacks.Callback):
+    """Prints `line` once, as the run's training begins: only then is the run this
+    process's (another process of the study may take it between the check and the lock)."""
+
+    def __init__(self, line):
+        super().__init__()
+        self.line = line
+
+    def on_train_begin(self, logs=None):
+        if self.line is not None:
+            print(self.line, flush=True)
+            self.line = None
 
 
 def analyse_run(corpus, directory, positions=1000, horizon=50):

@@ -13,6 +13,7 @@ import sys
 import time
 
 from keras_mulrnn.data import CORPORA, KINDS
+from keras_mulrnn.lm import interruption
 from keras_mulrnn.lm.config import TrainConfig
 from keras_mulrnn.lm.quiet import quiet_stderr
 
@@ -218,7 +219,8 @@ def start_backend(args, strategy="default"):
     if deterministic:  # read by XLA when the backend starts (TensorFlow's XLA and JAX)
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                    + " --xla_gpu_deterministic_ops=true").strip()
-    with quiet_stderr(enabled=not verbose):
+    # A Ctrl-C while the backend loads is raised once it has loaded (see `interruption`).
+    with interruption.deferred(), quiet_stderr(enabled=not verbose):
         import keras
 
         from keras_mulrnn import backend
@@ -252,29 +254,46 @@ def run(corpus, config, args):
     return results
 
 
+# What the package raises for bad input and failed runs: one line each.
+INPUT_AND_RUN_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, ImportError,
+                        MemoryError)
+
+
 def guarded(main):
     """Runs a script's `main`, turning the package's errors about bad input (wrong flags,
     files, data, checkpoints), failed runs and interruptions into one clear line and a
-    non-zero exit status."""
-    import signal
+    non-zero exit status. A Ctrl-C is answered as `interruption` says: never lost, even
+    where a library swallowed its exception."""
     import warnings
 
-    if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:  # the scripts' loading guard
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     # A warning is one line, as errors are (Python's format adds the source line).
     warnings.formatwarning = lambda message, *_: f"warning: {message}\n"
-    try:
-        main()
-    except KeyboardInterrupt as stop:  # `TrainingInterrupted` says what was kept
-        # Stopping already: another Ctrl-C must not cut the message or the exit short (the
-        # interpreter's exit takes a second with TensorFlow loaded).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print(f"\n{str(stop) or 'Interrupted.'}", file=sys.stderr)
-        raise SystemExit(130) from None
-    except (ValueError, OSError, FloatingPointError, RuntimeError, ImportError,
-            MemoryError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+    with interruption.recording():
+        try:
+            main()
+            interruption.check()
+        except KeyboardInterrupt as stop:  # `TrainingInterrupted` says what was kept
+            _stop(str(stop))
+        except Exception as error:
+            if interruption.requested():
+                # What failed is the interruption: a library may have swallowed its
+                # exception half-way.
+                _stop("")
+            if not isinstance(error, INPUT_AND_RUN_ERRORS):
+                raise  # a defect: its traceback is what a report needs
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+
+def _stop(message):
+    """Says that the program was interrupted (and what was kept), and exits with 130."""
+    import signal
+
+    # Stopping already: another Ctrl-C must not cut the message or the exit short (the
+    # interpreter's exit takes a second with TensorFlow loaded).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(f"\n{message or 'Interrupted.'}", file=sys.stderr)
+    raise SystemExit(130) from None
 
 
 def boolean(text):

@@ -12,6 +12,7 @@ from keras import ops
 
 from keras_mulrnn import backend
 from keras_mulrnn.data.batches import TBPTTBatches
+from keras_mulrnn.lm import interruption
 from keras_mulrnn.lm.model import symbol_bits
 from keras_mulrnn.lm.randomness import preserved_random_state
 
@@ -26,6 +27,7 @@ def evaluate_bpc(model, ids, batch_size=1, seq_len=100, jit_compile=False):
     total_bits, total_symbols = 0.0, 0.0
     with preserved_random_state(model):
         for index in range(batches.batches_per_pass):
+            interruption.check()  # a Ctrl-C whose exception a library swallowed
             inputs, targets, weights = batches.window(index)
             bits, symbols, states = score(inputs, targets, weights, states)
             total_bits += float(bits)

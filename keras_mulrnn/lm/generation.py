@@ -6,6 +6,7 @@ import numbers
 from keras import ops
 
 from keras_mulrnn import backend
+from keras_mulrnn.lm import interruption
 from keras_mulrnn.validation import (
     check_count,
     check_positive_int,
@@ -63,6 +64,7 @@ def generate_after(model, prompt_ids, length=200, temperature=1.0, top_k=None, s
     texts = [""] * batch_size
     offset = 0
     while offset < length:
+        interruption.check()  # a Ctrl-C whose exception a library swallowed
         size = min(CHUNK, length - offset)
         sampler = backend.compile_function(
             model, ("sample", size, divisor, top_k),

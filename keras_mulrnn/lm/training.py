@@ -31,6 +31,7 @@ from keras import ops
 from keras_mulrnn import backend
 from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
 from keras_mulrnn.data.corpora import Corpus
+from keras_mulrnn.lm import interruption
 from keras_mulrnn.lm.checkpoints import CheckpointManager, CheckpointMismatch
 from keras_mulrnn.lm.config import OPERATIONAL, TrainConfig, check_fits
 from keras_mulrnn.lm.evaluation import evaluate_bpc
@@ -72,6 +73,8 @@ def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=(
         FloatingPointError: the loss became NaN or infinite (after `config.nan_rollbacks`
             roll-backs); the last good checkpoint is kept.
         TrainingInterrupted: SIGINT/SIGTERM; see the exception.
+        KeyboardInterrupt: in a program (`keras_mulrnn.lm.interruption`), a Ctrl-C that came
+            before the run began; nothing was trained.
     """
     if not isinstance(output_dir, (str, os.PathLike)):
         raise TypeError(f"`output_dir` must be a path, not {type(output_dir).__name__}.")
@@ -496,7 +499,8 @@ class _Signals:
     checkpoint the current step (the first, while building) and stop; a second stops at once
     (the newest complete checkpoint is kept). In the final evaluation (`phase = "final"`),
     training is complete and checkpointed, so a signal stops at once; `--resume` evaluates
-    again.
+    again. A program's Ctrl-C from before the run, whose exception a library swallowed,
+    stops it before anything is built.
     """
 
     def __init__(self, monitor):
@@ -528,6 +532,7 @@ class _Signals:
             pass
 
     def __enter__(self):
+        interruption.check()  # a program's Ctrl-C whose exception a library swallowed
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored: stays so
