@@ -20,7 +20,7 @@ def _float32_policy():
 
 
 def pytest_configure(config):
-    # On several workers (pytest-xdist), tests are handed out one at a time: by default
+    # On several workers (pytest-xdist), tests are handed out a few at a time: by default
     # each worker first gets a consecutive quarter of its share, and every slow test
     # (sorted first, below) would go to the first worker, one after another.
     if getattr(config.option, "maxschedchunk", False) is None:

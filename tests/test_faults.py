@@ -14,6 +14,7 @@ import subprocess
 import sys
 import termios
 import time
+import types
 import warnings
 import zipfile
 
@@ -24,7 +25,7 @@ import pytest
 import keras_mulrnn as km
 from keras_mulrnn.analysis import dynamic_evaluation
 from keras_mulrnn.data import corpora, load_text
-from keras_mulrnn.lm import interruption, lock
+from keras_mulrnn.lm import cli, interruption, lock, training
 from keras_mulrnn.lm.checkpoints import CheckpointManager
 from keras_mulrnn.lm.evaluation import evaluate_bpc
 from keras_mulrnn.lm.generation import generate_after
@@ -837,13 +838,6 @@ def test_the_long_loops_of_evaluation_and_generation_stop_at_a_swallowed_ctrl_c(
     corpus = small_corpus()
     model = build_model(corpus.vocabulary, small_config())
     weights = [np.array(w) for w in model.get_weights()]
-    static_evaluation = dynamic_evaluation.evaluate_bpc
-
-    def then_ctrl_c(*arguments, **keywords):  # a Ctrl-C lost as the dynamic loop begins
-        result = static_evaluation(*arguments, **keywords)
-        _swallowed_ctrl_c()
-        return result
-
     with interruption.recording():
         _swallowed_ctrl_c()
         with pytest.raises(KeyboardInterrupt):
@@ -852,14 +846,78 @@ def test_the_long_loops_of_evaluation_and_generation_stop_at_a_swallowed_ctrl_c(
             generate_after(model, corpus.test[:5], length=10)
         with pytest.raises(KeyboardInterrupt):
             dynamic_evaluation.gradient_statistics(model, corpus.train, 2, 20)
+    # Dynamic evaluation: a Ctrl-C lost after two adapting steps stops it at the third, and
+    # the weights it adapted are put back.
+    segment_step = dynamic_evaluation._segment_step
+
+    def losing_a_ctrl_c(*arguments):
+        step, calls = segment_step(*arguments), []
+
+        def counted(*inputs):
+            calls.append(1)
+            if len(calls) == 2:
+                _swallowed_ctrl_c()
+            return step(*inputs)
+        return counted
+
+    monkeypatch.setattr(dynamic_evaluation, "_segment_step", losing_a_ctrl_c)
     statistics = [np.ones(v.shape, "float32") for v in model.trainable_variables]
-    monkeypatch.setattr(dynamic_evaluation, "evaluate_bpc", then_ctrl_c)
     with interruption.recording():
         with pytest.raises(KeyboardInterrupt):
-            dynamic_evaluation.dynamic_evaluate(model, corpus.test, statistics, 0.1)
+            dynamic_evaluation.dynamic_evaluate(model, corpus.test, statistics, 0.1,
+                                                batch_size=2, seq_len=10)
     for got, want in zip(model.get_weights(), weights, strict=True):
-        np.testing.assert_array_equal(got, want)  # the adapted weights were put back
+        np.testing.assert_array_equal(got, want)
     evaluate_bpc(model, corpus.test, batch_size=2, seq_len=20)  # outside a program: runs
+
+
+def test_a_swallowed_ctrl_c_is_not_printed_as_an_ignored_exception(monkeypatch):
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+
+    class Finalised:
+        def __del__(self):
+            raise KeyboardInterrupt  # as a Ctrl-C landing in a finaliser
+
+    with interruption.recording():
+        Finalised()  # no Ctrl-C recorded: reported as ever
+        assert len(reported) == 1
+        _swallowed_ctrl_c()
+        Finalised()
+        assert len(reported) == 1
+    assert sys.unraisablehook == reported.append
+
+
+@pytest.mark.parametrize("then", ["returns", "fails"])
+def test_a_program_that_swallowed_a_ctrl_c_exits_as_interrupted(then, capsys):
+    def main():
+        _swallowed_ctrl_c()
+        if then == "fails":
+            raise KeyError("a state half built")  # not even an error of the package's
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            cli.guarded(main)
+    finally:
+        signal.signal(signal.SIGINT, previous)  # the program ignores SIGINT as it exits
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.strip() == "Interrupted."
+
+
+def test_a_swallowed_interruption_of_a_run_is_raised_again_with_what_it_said():
+    # The final evaluation's Ctrl-C, lost in a library: the evaluation's next batch raises
+    # it again, saying what was kept.
+    monitor = types.SimpleNamespace(run=types.SimpleNamespace(
+        manager=types.SimpleNamespace(directory="runs/x/checkpoints")), stop_requested=False)
+    signals = training._Signals(monitor)
+    signals.phase = "final"
+    with interruption.recording():
+        with pytest.raises(training.TrainingInterrupted):
+            signals._handle(signal.SIGINT, None)  # and lost: caught here
+        with pytest.raises(training.TrainingInterrupted, match="during the final evaluation"):
+            interruption.check()
+    interruption.check()  # outside a program: nothing recorded
 
 
 def test_a_second_ctrl_c_while_the_backend_loads_stops_at_once():

@@ -40,7 +40,7 @@ def final_weights(output):
     return km.load_model(os.path.join(output, "model.keras")).get_weights()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, though its slow user runs first
 def script_run(tmp_path_factory):
     """An uninterrupted scripted run: the reference for every interrupted one."""
     directory = tmp_path_factory.mktemp("scripted")

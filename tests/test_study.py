@@ -21,6 +21,7 @@ from keras_mulrnn.lm.model import CharLanguageModel
 from keras_mulrnn.params import stack_params
 from keras_mulrnn.saving import load_model
 from keras_mulrnn.lm.config import TrainConfig
+from keras_mulrnn.lm.lock import LOCK_FILE, DirectoryInUse, hold_directory
 from keras_mulrnn.lm.training import train
 
 from reference import reference_weights, run as reference_run
@@ -209,11 +210,32 @@ def test_two_processes_share_one_study_and_train_every_run_once(tmp_path):
     outputs = [process.communicate(timeout=600) for process in processes]
     for process, (_, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr[-3000:]
-    trained = [line.split()[1] for stdout, _ in outputs for line in stdout.splitlines()
-               if line.startswith("[") and ": training" in line]
+    # A run is begun by one process; the other may reach it at the same moment, and then
+    # says that it was taken (it lost the race for the run's lock) and moves on.
+    lines = [line.split(maxsplit=2)[1:] for stdout, _ in outputs
+             for line in stdout.splitlines() if line.startswith("[")]
+    begun = [name for name, what in lines if what.startswith("training")]
+    taken = [name for name, what in lines if what == study.TAKEN]
+    for name in taken:
+        begun.remove(name)
     runs = sorted(os.listdir(tmp_path / "study" / "runs"))
-    assert len(runs) == 2 * 3 and sorted(trained) == [f"{name}:" for name in runs]
+    assert len(runs) == 2 * 3 and sorted(begun) == [f"{name}:" for name in runs]
     assert all(output[0].count(": training") > 0 for output in outputs)  # both worked
+
+
+def test_a_run_another_process_takes_first_is_said_to_be_taken(tmp_path, capsys,
+                                                                 monkeypatch):
+    # The race of the test above, made certain: the run looks free, but its lock is held.
+    arms = study.plan_arms(tiny_base(), ("gru",), "budget", ["shared"], None)
+    run = study.plan_runs(arms, 1, [1e-2])[0]
+    directory = tmp_path / "runs" / run.name
+    directory.mkdir(parents=True)
+    monkeypatch.setattr(study, "held_elsewhere", lambda _: False)
+    with hold_directory(directory):  # a lock of its own: to `train`, another holder
+        with pytest.raises(DirectoryInUse):
+            study._run_one(_corpus(), run, "[1/1]", str(tmp_path), False, 0)
+    assert capsys.readouterr().out.splitlines()[-1] == f"[1/1] {run.name}: {study.TAKEN}"
+    assert os.listdir(directory) == [LOCK_FILE]  # nothing trained, nothing written
 
 
 def test_paired_t_and_holm_against_hand_computed_values():

@@ -36,7 +36,6 @@ import math
 import os
 import time
 
-import keras
 import numpy as np
 
 from keras_mulrnn.analysis.statistics import holm, paired_test
@@ -58,6 +57,8 @@ PARAMETRIZATIONS = ("additive", "shared", "unshared")
 STUDY_FILE, SELECTION_FILE = "study.json", "selection.json"
 # How often a process that waits for another process's runs looks again.
 POLL_SECONDS = 10
+# Said of a run that another process of the study began first.
+TAKEN = "taken by another process of this study"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,12 +291,14 @@ def _run_one(corpus, run, position, output_dir, analysis, verbose):
     else:
         checkpoints = os.path.join(directory, "checkpoints")
         resume = os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
-        announcement = _Announcement(f"{position} {run.name}: "
-                                     f"{'resuming' if resume else 'training'} (units "
-                                     f"{run.config.units}, rank {run.config.rank})")
+        print(f"{position} {run.name}: {'resuming' if resume else 'training'} "
+              f"(units {run.config.units}, rank {run.config.rank})", flush=True)
         try:
-            train(corpus, run.config, directory, resume=resume, verbose=verbose,
-                  extra_callbacks=[announcement])
+            train(corpus, run.config, directory, resume=resume, verbose=verbose)
+        except DirectoryInUse:
+            # Another process of the study took the run between the look and the lock.
+            print(f"{position} {run.name}: {TAKEN}", flush=True)
+            raise
         except TrainingInterrupted as stop:
             raise TrainingInterrupted(
                 f"{run.name}: {stop.what}", "Run the same command again to continue the "
@@ -312,20 +315,6 @@ def _run_one(corpus, run, position, output_dir, analysis, verbose):
     if analysis:
         with hold_directory(directory, "analysis"):
             analyse_run(corpus, directory)
-
-
-class _Announcement(keras.callbacks.Callback):
-    """Prints `line` once, as the run's training begins: only then is the run this
-    process's (another process of the study may take it between the check and the lock)."""
-
-    def __init__(self, line):
-        super().__init__()
-        self.line = line
-
-    def on_train_begin(self, logs=None):
-        if self.line is not None:
-            print(self.line, flush=True)
-            self.line = None
 
 
 def analyse_run(corpus, directory, positions=1000, horizon=50):

@@ -255,7 +255,7 @@ def run(corpus, config, args):
 
 
 # What the package raises for bad input and failed runs: one line each.
-INPUT_AND_RUN_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, ImportError,
+_INPUT_AND_RUN_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, ImportError,
                         MemoryError)
 
 
@@ -279,7 +279,7 @@ def guarded(main):
                 # What failed is the interruption: a library may have swallowed its
                 # exception half-way.
                 _stop("")
-            if not isinstance(error, INPUT_AND_RUN_ERRORS):
+            if not isinstance(error, _INPUT_AND_RUN_ERRORS):
                 raise  # a defect: its traceback is what a report needs
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(1) from None

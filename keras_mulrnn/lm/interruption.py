@@ -4,11 +4,11 @@ Once raised, a `KeyboardInterrupt` is an exception like any other, and code that
 exceptions swallows it too. While TensorFlow loads, one raised in a garbage-collection
 callback vanished (the program went on to train for hours) and one raised in an extension
 module's initialisation aborted the process (SIGABRT). So while a program runs
-(`recording`), its SIGINT handler records the request before it raises; while a backend
-loads (`deferred`) it only records it, and the program stops as soon as loading is over;
-and the program's long loops look at the record (`check`), in case the exception was lost
-on the way. Outside a program (a notebook, a library user's script) none of this is
-installed and `check` never raises.
+(`recording`), what a Ctrl-C raises is recorded before it is raised (`record`); while a
+backend loads (`deferred`) it is only recorded, and the program stops as soon as loading
+is over; and the program's long loops look at the record (`check`), in case the exception
+was lost on the way. Outside a program (a notebook, a library user's script) none of this
+is installed and `check` never raises.
 """
 
 import contextlib
@@ -17,43 +17,53 @@ import signal
 import sys
 import threading
 
-_requested = False
+_recording = False
+_pending = None  # what a recorded Ctrl-C raises at every `check`
 _deferring = 0
 
 
 def _handle(signum, frame):
-    global _requested
-    if _deferring and _requested:
+    if _deferring and _pending is not None:
         # A second Ctrl-C while the backend loads: stop now, as an unhandled SIGINT does
         # (the programs load their backend before they write anything).
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
-    _requested = True
+        return
+    record(KeyboardInterrupt())
     if not _deferring:
-        raise KeyboardInterrupt
+        raise _pending
 
 
 def _main_thread():
     return threading.current_thread() is threading.main_thread()
 
 
+def record(exception):
+    """While a program is `recording`, makes `exception` (a `KeyboardInterrupt` that says
+    what a signal stopped) what every later `check` raises; call it before raising it."""
+    global _pending
+    if _recording:
+        _pending = exception
+
+
 def requested():
-    """Whether SIGINT came while a program was `recording`."""
-    return _requested
+    """Whether a Ctrl-C (or another recorded interruption) came while a program was
+    `recording`."""
+    return _pending is not None
 
 
 def check():
-    """Raises `KeyboardInterrupt` if SIGINT came, whether or not its exception got through."""
-    if _requested:
-        raise KeyboardInterrupt
+    """Raises the recorded interruption, whether or not its exception got through."""
+    if _pending is not None:
+        raise _pending
 
 
 @contextlib.contextmanager
 def deferred():
     """While `recording`, a SIGINT in the block is only recorded, and raised when the block
-    ends (a second one stops the process at once). For code where a raised exception can
-    be lost or abort the process: a backend's start. Elsewhere, and off the main thread,
-    the block runs as it is."""
+    ends (a second one stops the process at once); one recorded before is raised on entry.
+    For code where a raised exception can be lost or abort the process: a backend's start.
+    Elsewhere, and off the main thread, the block runs as it is."""
     global _deferring
     if not _main_thread():
         yield
@@ -70,29 +80,29 @@ def deferred():
 
 @contextlib.contextmanager
 def recording():
-    """For a program's whole run, SIGINT is answered by the recording handler (unless the
-    program was started with SIGINT ignored, or not in the main thread), and a
+    """For a program's whole run, SIGINT is answered by the recording handler, and a
     `KeyboardInterrupt` that a finaliser or callback swallowed is not printed as a
-    traceback (the request is recorded); afterwards the previous handler is back, unless
-    the program set another on the way out."""
-    global _requested
+    traceback (the interruption is recorded); afterwards the previous handler is back,
+    unless the program set another on the way out. Nothing is installed if the program
+    was started with SIGINT ignored or with a handler of its own, or off the main thread."""
+    global _recording, _pending
     previous = signal.getsignal(signal.SIGINT)
-    ours = _main_thread() and previous in (signal.SIG_DFL, signal.default_int_handler)
-    if not ours:
+    if not (_main_thread() and previous in (signal.SIG_DFL, signal.default_int_handler)):
         yield
         return
     hook = sys.unraisablehook
 
     def quiet_about_ctrl_c(unraisable):
-        if not (_requested and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+        if not (_pending is not None and isinstance(unraisable.exc_value, KeyboardInterrupt)):
             hook(unraisable)
 
     signal.signal(signal.SIGINT, _handle)
     sys.unraisablehook = quiet_about_ctrl_c
+    _recording = True
     try:
         yield
     finally:
+        _recording, _pending = False, None
         sys.unraisablehook = hook
         if signal.getsignal(signal.SIGINT) is _handle:
             signal.signal(signal.SIGINT, previous)
-        _requested = False

@@ -511,16 +511,20 @@ class _Signals:
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
         directory = self.monitor.run.manager.directory
+        stop = None
         if self.phase == "final":
-            raise TrainingInterrupted(
+            stop = TrainingInterrupted(
                 f"{name} during the final evaluation: training is complete and its last "
                 f"checkpoint is in {directory}.", "Run again with --resume to evaluate.")
-        if self.monitor.stop_requested:
+        elif self.monitor.stop_requested:
             steps = self.monitor.run.manager.steps()
             newest = f"step {steps[-1]}" if steps else "none yet"
-            raise TrainingInterrupted(
+            stop = TrainingInterrupted(
                 f"{name} again: stopped at once. The newest complete checkpoint ({newest}) is "
                 f"in {directory}.")
+        if stop is not None:
+            interruption.record(stop)  # in a program: raised again if a library swallows it
+            raise stop
         self.monitor.stop_requested = True
         # Straight to the descriptor: the signal may have come in the middle of a write to a
         # buffered stream (output piped to a reader that paused), which a `print` here would
