@@ -111,8 +111,6 @@ def test_a_setting_used_after_training_is_checked_before_the_first_step(tmp_path
 
 def test_the_results_are_written_before_the_sample_and_resume_finishes_a_run(tmp_path,
                                                                            monkeypatch):
-    from keras_mulrnn.lm import training
-
     def broken(*args, **kwargs):
         raise RuntimeError("sampling failed")
 
@@ -523,14 +521,12 @@ def test_a_signal_while_the_model_is_built_stops_the_run_after_its_first_step(
     # Ctrl-C while the model is built and traced: once a `KeyboardInterrupt` raised in the
     # middle of TensorFlow's tracing, where code that swallows it may run (the run then went
     # on as if nothing had happened), with a screen of TensorFlow's "never used" errors.
-    from keras_mulrnn.lm import training
-
-    def build_model_andpress_ctrl_c(*args, **kwargs):
+    def build_model_and_press_ctrl_c(*args, **kwargs):
         press_ctrl_c()
         return real_build_model(*args, **kwargs)
 
     real_build_model = training.build_model
-    monkeypatch.setattr(training, "build_model", build_model_andpress_ctrl_c)
+    monkeypatch.setattr(training, "build_model", build_model_and_press_ctrl_c)
     config, output = small_config(steps=8), tmp_path / "run"
     with pytest.raises(KeyboardInterrupt, match="Interrupted at step 1 of 8"):
         train(small_corpus(), config, output, verbose=0)
@@ -827,7 +823,7 @@ def test_a_ctrl_c_whose_exception_a_library_swallows_still_stops_the_program(tmp
 
 def _swallowed_ctrl_c():
     try:
-        os.kill(os.getpid(), signal.SIGINT)
+        press_ctrl_c()
         time.sleep(0.2)
     except KeyboardInterrupt:
         pass  # swallowed, as a library's callback would
@@ -941,7 +937,7 @@ def test_a_deferred_ctrl_c_is_raised_when_the_block_ends_and_forgotten_after_the
     with interruption.recording():
         with pytest.raises(KeyboardInterrupt):
             with interruption.deferred():
-                os.kill(os.getpid(), signal.SIGINT)
+                press_ctrl_c()
                 time.sleep(0.2)  # the handler has run by now, and raised nothing
                 went_on = True
         assert went_on and interruption.requested()
