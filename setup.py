@@ -1,4 +1,5 @@
 import os
+import re
 
 from setuptools import find_packages, setup
 
@@ -8,6 +9,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def requirements(name):
     with open(os.path.join(HERE, name), encoding="utf-8") as handle:
         return [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+
+
+def version():
+    """The package's version, written once, in `keras_mulrnn/__init__.py` (read, not imported:
+    the package's dependencies are not installed yet)."""
+    with open(os.path.join(HERE, "keras_mulrnn", "__init__.py"), encoding="utf-8") as handle:
+        return re.search(r'^__version__ = "([^"]+)"', handle.read(), re.MULTILINE).group(1)
 
 
 # The needs of every backend, from the file that installs the package without TensorFlow.
@@ -23,7 +31,7 @@ TUNING = ["keras-tuner>=1.4.8"] + PLOT
 
 setup(
     name="keras_mulrnn",
-    version="0.2.0",
+    version=version(),
     description=(
         "Multiplicative recurrent cells (mRNN, mLSTM, mGRU) for Keras 3, with character "
         "language modelling, benchmarks and hyperparameter search."
@@ -52,7 +60,8 @@ setup(
     extras_require={
         # The tests exercise every optional part: tuning, the plots, TFDS, the JAX backend;
         # pytest-xdist runs them on every core (`-n auto`).
-        "tests": ["pytest>=8.0", "pytest-xdist>=3.2"] + TUNING + TFDS + JAX,
+        # `build` makes the sdist and the wheel that the tests install.
+        "tests": ["pytest>=8.0", "pytest-xdist>=3.2", "build>=1.0"] + TUNING + TFDS + JAX,
         "jax": JAX,
         "tuning": TUNING,
         "tfds": TFDS,

@@ -2,8 +2,10 @@
 
 The public names below load on first use, all together (with Keras and its backend), so that
 `import keras_mulrnn` is cheap and the command lines can parse their arguments before the
-backend starts. Using any of them registers every class of the package with Keras's
-serialization; `keras_mulrnn.load_model` loads `.keras` files safely.
+backend starts. Importing the package registers every class of the package with Keras's
+serialization as soon as Keras is loaded (`registration` says how), so that
+`keras.saving.load_model` loads every `.keras` file the package writes;
+`keras_mulrnn.load_model` does so in safe mode with a clear message for a bad file.
 
 The package is laid out by concern:
 
@@ -19,6 +21,9 @@ The package is laid out by concern:
 
 import importlib
 
+from keras_mulrnn import registration
+
+# The one place the version is written: setup.py reads it from here.
 __version__ = "0.2.0"
 
 # Public name → the module that defines it.
@@ -55,7 +60,7 @@ __all__ = list(_PUBLIC)
 
 # The subpackages and modules, also reachable as attributes (`keras_mulrnn.data`).
 _SUBMODULES = ("analysis", "backend", "cells", "data", "factory", "layers", "lm", "params",
-               "saving", "validation")
+               "registration", "saving", "validation")
 
 
 def __getattr__(name):
@@ -70,3 +75,6 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_PUBLIC))
+
+
+registration.register_when_keras_loads()

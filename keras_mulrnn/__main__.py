@@ -5,6 +5,7 @@ programs of `examples/` for an installed wheel, which has no `examples/`.
     python -m keras_mulrnn train --corpus enwik8 --data enwik8.zip --units 2800 ...
     python -m keras_mulrnn evaluate --model runs/train/model.keras
     python -m keras_mulrnn generate --model runs/train/model.keras --prompt "ROMEO:"
+    python -m keras_mulrnn --version
 """
 
 import signal
@@ -20,6 +21,11 @@ from keras_mulrnn.lm.commands import COMMANDS
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--version"]:
+        from keras_mulrnn import __version__
+
+        print(f"keras_mulrnn {__version__}")
+        return
     if not argv or argv[0] not in COMMANDS:
         asked = argv[:1] in (["-h"], ["--help"])
         print(__doc__.strip(), file=sys.stdout if asked else sys.stderr)

@@ -1,0 +1,1 @@
+"""Analyses of trained models: the sharing study, error recovery and dynamic evaluation."""
