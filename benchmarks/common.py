@@ -64,16 +64,16 @@ def matmul_rate(batch, inner, width, dtype="float32", seconds=1.0):
 
 
 def build_model(family, parametrization, units, rank, jit, fused=True, batch=None,
-                embedding=EMBEDDING):
+                embedding=EMBEDDING, use_cudnn="auto"):
     """A character model (embedding → one recurrent layer → logits), compiled with Adam;
-    `parametrization="keras"` is Keras's own LSTM or GRU."""
+    `parametrization="keras"` is Keras's own LSTM or GRU (with `use_cudnn`)."""
     import keras
 
     import keras_mulrnn as km
 
     if parametrization == "keras":
         layer_class = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[family]
-        recurrent = layer_class(units, return_sequences=True)
+        recurrent = layer_class(units, return_sequences=True, use_cudnn=use_cudnn)
     else:
         recurrent = km.make_layer(family, parametrization, units=units, rank=rank,
                                   return_sequences=True, fused=fused)

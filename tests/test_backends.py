@@ -121,7 +121,8 @@ def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
 JAX_SELECTIONS = {
     "cells": (["test_cells_reference.py"], "not gradients"),
     "layers": (["test_layers.py", "test_language_model.py"],
-               "chunked or compiles or generic or learning_rate_scale"),
+               "chunked or compiles or generic or learning_rate_scale or recurrence or "
+               "accumulate_in_float32"),
 }
 
 
@@ -238,6 +239,44 @@ def test_strategies_of_another_backend_are_refused_by_name(tmp_path):
     assert threads.returncode == 1 and "XLA has no setting in between" in threads.stderr
 
 
+# Keras made to believe that a GPU is there: its `_is_gpu_available` (patched in the module
+# object: the attribute path `keras.src.backend.jax.rnn` is shadowed by a function of that
+# name), and `jax.experimental.rnn.lstm` replaced by a recorder that declines, as Keras's own
+# fallback expects (the real one fails on a CPU in a way Keras does not catch).
+CUDNN_PROBE = """
+import os, sys
+sys.path.insert(0, os.path.join(os.getcwd(), "benchmarks"))
+import jax.experimental.rnn
+import keras
+sys.modules["keras.src.backend.jax.rnn"]._is_gpu_available = lambda: True
+calls = []
+
+def recorder(inputs, *args, **kwargs):
+    calls.append(str(inputs.dtype))
+    raise NotImplementedError("recorded")
+
+jax.experimental.rnn.lstm = recorder
+import accelerator
+bench = accelerator.Benchmark(accelerator.SMOKE, smoke=True, budget=600)
+for policy in ("float32", "mixed_bfloat16"):
+    before = len(calls)
+    _, path = bench.measure("keras", 36, None, policy)
+    print(policy, path, calls[before:][:1])
+"""
+
+
+def test_the_benchmark_runs_keras_lstm_through_cudnn_in_float32_only(tmp_path):
+    """On a JAX GPU, Keras's LSTM goes to cuDNN, which takes no bfloat16 (jaxlib fails while
+    lowering, past Keras's fallback): the benchmark's float32 row takes the cuDNN path and
+    its bfloat16 row Keras's plain scan, and each row says which."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(CUDNN_PROBE)
+    done = _run("jax", probe, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "float32 cuDNN ['float32']" in done.stdout, done.stdout
+    assert "mixed_bfloat16 scan []" in done.stdout, done.stdout
+
+
 @pytest.mark.slow
 def test_the_accelerator_benchmark_runs_at_smoke_sizes():
     """`benchmarks/accelerator.sh --smoke`: the GPU benchmark's own code, on this CPU at tiny
@@ -248,6 +287,9 @@ def test_the_accelerator_benchmark_runs_at_smoke_sizes():
     assert done.returncode == 0, done.stderr[-3000:]
     for text in ("backend jax", "| keras.layers.LSTM |", "| lstm/shared |",
                  "| lstm/unshared |", "mixed_bfloat16", "bfloat16 product",
-                 "Generation", "ms per step after compilation", "200,000 steps would take"):
+                 "Generation", "ms per step after compilation", "200,000 steps would take",
+                 "recurrence Recurrence(platform='cpu'", "| scan |", "compiled recurrence",
+                 "unroll 2:", "/ keras.layers.LSTM (float32)"):
         assert text in done.stdout, (text, done.stdout)
+    assert "failed" not in done.stdout, done.stdout
     assert "skipped" not in done.stdout

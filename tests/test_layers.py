@@ -304,6 +304,56 @@ def test_fused_loop_compiles_with_xla_in_chunks(family, sharing, monkeypatch):
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("family,sharing", [
+    ("lstm", "unshared"), ("gru", "unshared"), ("lstm", (("i", "f"), ("o", "u"))),
+    ("lstm", (("i", "f", "o"), ("u",))), ("lstm", "shared"), ("rnn", "shared"),
+])
+def test_the_gpu_recurrence_equals_the_cpu_one(family, sharing, monkeypatch):
+    """The recurrence laid out for a GPU (one batched transition product over equal groups,
+    no materialized transposes) gives the CPU layout's outputs, states and gradients, in the
+    fused loop (in chunks) and in the generic loop."""
+    from keras_mulrnn import backend
+    from keras_mulrnn.backend import fused as fused_module
+
+    monkeypatch.setattr(fused_module, "CHUNK_STEPS", 5)
+    fused, plain = fused_and_plain(family, sharing, return_state=True)
+    probe = np.random.default_rng(9).standard_normal((3, 12, N)).astype("float32")
+    with backend.recurrence_for("cpu"):
+        want = outputs_and_gradients(plain, inputs(), probe, key="cpu")
+    with backend.recurrence_for("gpu"):
+        equal = len(set(fused.cell.group_widths())) == 1
+        assert fused.cell.transition_layout() == (
+            "single" if len(fused.cell.groups) == 1 else "batched" if equal else "blocks")
+        for layer in (fused, plain):
+            got = outputs_and_gradients(layer, inputs(), probe, key="gpu")
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("platform", ["cpu", "gpu"])
+def test_weight_gradient_products_accumulate_in_float32(platform):
+    """Under `mixed_bfloat16` the fused pass's weight gradients sum thousands of rows of
+    bfloat16 products: the sum is kept in float32 (a bfloat16 result would be off by about
+    1e-3 relative), against NumPy's product of the same bfloat16 values."""
+    from keras_mulrnn import backend
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((4096, 3, 8)).astype("float32")
+    b = rng.standard_normal((4096, 3, 5)).astype("float32")
+    a16, b16 = (keras.ops.cast(x, "bfloat16") for x in (a, b))
+    exact = [keras.ops.convert_to_numpy(keras.ops.cast(x, "float32")).astype("float64")
+             for x in (a16, b16)]
+    with backend.recurrence_for(platform):
+        flat = backend.rows_product(a16[:, 0], b16[:, 0])
+        batched = backend.rows_product(a16, b16)
+    assert keras.backend.standardize_dtype(flat.dtype) == "float32"
+    assert keras.backend.standardize_dtype(batched.dtype) == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(flat),
+                               exact[0][:, 0].T @ exact[1][:, 0], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(batched),
+                               np.einsum("ngx,ngy->gxy", *exact), rtol=1e-5, atol=1e-4)
+
+
 def test_the_generic_loop_serves_where_the_fused_one_does_not_apply():
     """Masks and unrolling are not the fused function's: the generic loop runs them (the
     mask and unroll tests above check its results)."""

@@ -21,12 +21,19 @@ training loop; a few things differ by backend and live here, one module per back
 - `sync_model_state(model)`: makes the model's variables current in the middle of `fit`;
 - `describe()`, `peak_memory()`, `ALWAYS_COMPILES`: for benchmarks, the framework and its
   device, the device's peak memory in bytes (None where not reported), and whether every
-  training step is compiled whatever `jit_compile` says.
+  training step is compiled whatever `jit_compile` says;
+- `rows_product(a, b)`: `aᵀ b` contracted over a long leading rows dimension (the fused
+  backward pass's weight gradients), accumulated and returned in float32.
+
+How the recurrence's products are laid out depends on the kind of device, not the backend,
+and is chosen here once per process (`recurrence()`), for every backend.
 
 Nothing else in the package asks which backend runs. TensorFlow is imported only by the
 TensorFlow module, and only when that backend is active.
 """
 
+import contextlib
+import dataclasses
 import importlib
 import sys
 
@@ -182,3 +189,77 @@ def always_compiles():
     """Whether every step is compiled whatever `jit_compile` says (JAX runs op by op
     otherwise, so the toolkit always compiles there)."""
     return implementation().ALWAYS_COMPILES
+
+
+@dataclasses.dataclass(frozen=True)
+class Recurrence:
+    """How the recurrent products are laid out on a kind of device.
+
+    - `batched_groups`: the transitions `W_gm m^g` of a cell whose groups are all the same
+      size run as one batched product (a GPU runs one well-occupied kernel instead of one
+      small product per group); otherwise one product per group (on a CPU as fast on
+      TensorFlow, and several times faster on JAX, whose CPU product transposes batched
+      operands at every step: BENCHMARKS.md).
+    - `materialized_transpose`: JAX's rows products read `aᵀ` materialized behind an
+      optimization barrier (XLA's CPU product contracting the leading dimension runs at half
+      speed: BENCHMARKS.md); on a GPU the product reads its operand in place.
+    - `scan_unroll`: steps per iteration of JAX's `lax.scan` in the fused function.
+    """
+
+    platform: str
+    batched_groups: bool
+    materialized_transpose: bool
+    scan_unroll: int = 1
+
+
+RECURRENCES = {
+    "cpu": Recurrence("cpu", batched_groups=False, materialized_transpose=True),
+    "gpu": Recurrence("gpu", batched_groups=True, materialized_transpose=False),
+}
+# A TPU, like a GPU, wants few large products.
+_PLATFORM_RECURRENCE = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "gpu"}
+_recurrence = None
+
+
+def recurrence():
+    """The `Recurrence` of this process: from the platform of its first device, once (or as
+    `recurrence_for` sets it)."""
+    global _recurrence
+    if _recurrence is None:
+        _recurrence = RECURRENCES[_PLATFORM_RECURRENCE.get(_platform(), "cpu")]
+    return _recurrence
+
+
+@contextlib.contextmanager
+def recurrence_for(platform, **changes):
+    """Within the block, functions traced use the `Recurrence` of `platform` ("cpu" or
+    "gpu") with `changes` (e.g. `scan_unroll=2`): to compare the variants on one machine
+    (the tests) or to try settings (the accelerator benchmark). A function traced before
+    keeps what it was traced with."""
+    global _recurrence
+    if platform not in RECURRENCES:
+        raise ValueError(f"Invalid platform {platform!r}: one of {tuple(RECURRENCES)}.")
+    previous = _recurrence
+    _recurrence = dataclasses.replace(RECURRENCES[platform], **changes)
+    try:
+        yield _recurrence
+    finally:
+        _recurrence = previous
+
+
+def _platform():
+    """The platform of the first device Keras computes on ("cpu", "gpu", "tpu"), or "cpu"
+    where the backend does not say."""
+    try:
+        devices = keras.distribution.list_devices()
+    except Exception:  # a backend without Keras's distribution API (PyTorch, NumPy)
+        return "cpu"
+    return devices[0].split(":")[0].lower() if devices else "cpu"
+
+
+def rows_product(a, b):
+    """`aᵀ b` for `a` `(rows, x)` and `b` `(rows, y)`, or per group for `(rows, groups, x)`
+    and `(rows, groups, y)` (giving `(groups, x, y)`), accumulated and returned in float32
+    whatever the operands' dtype: gradients summed over thousands of rows keep their
+    precision under `mixed_bfloat16`."""
+    return implementation().rows_product(a, b)

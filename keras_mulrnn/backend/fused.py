@@ -17,6 +17,8 @@ chunk plan, and the transposed products of the backward step, in `keras.ops`.
 
 from keras import ops
 
+from keras_mulrnn.cells.base import grouped_product
+
 # Steps per chunk of the weight-gradient products in the backward pass (with batch 64 or
 # more, thousands of rows per product).
 CHUNK_STEPS = 32
@@ -30,7 +32,8 @@ def supports(mask, unroll):
 
 def recurrent_inputs(cell, weights):
     """The prepared weights that the recurrent products read, as the flat list of the
-    function's weight arguments: `U`, or `W_mh` and one `W_gm` block per group."""
+    function's weight arguments: `U`, or `W_mh` and `W_gm` (one matrix, one stack of the
+    groups' blocks, or one block per group: `cell.transition_layout()`)."""
     if not cell.multiplicative:
         return [weights["recurrent"]]
     transition = weights["transition"]
@@ -58,8 +61,9 @@ def gate_width(cell):
 
 
 def transposed_weights(recurrent):
-    """The recurrent weights transposed once per sequence, as the backward steps read them."""
-    return [ops.transpose(weight) for weight in recurrent]
+    """The recurrent weights transposed once per sequence (each block of a stack), as the
+    backward steps read them."""
+    return [ops.swapaxes(weight, -1, -2) for weight in recurrent]
 
 
 def recurrent_input_gradient(cell, d_r, factor_input, mh, transposed):
@@ -71,9 +75,8 @@ def recurrent_input_gradient(cell, d_r, factor_input, mh, transposed):
     """
     if not cell.multiplicative:
         return ops.matmul(d_r, transposed[0]), None, None
-    parts = _split(d_r, cell.group_widths())
-    d_m = ops.concatenate([ops.matmul(part, weight)
-                           for part, weight in zip(parts, transposed[1:])], axis=-1)
+    blocks = transposed[1:]
+    d_m = grouped_product(d_r, blocks[0] if len(blocks) == 1 else blocks)
     d_mh = d_m * factor_input
     return ops.matmul(d_mh, transposed[0]), d_m * mh, d_mh
 
@@ -84,18 +87,24 @@ def rows(tensor):
 
 
 def weight_gradients(cell, rows_product, h_rows, d_r_rows, m_rows=None, d_mh_rows=None):
-    """The recurrent weight gradients of one chunk, each one product over all its rows, in
-    the order of `recurrent_inputs`.
+    """The recurrent weight gradients of one chunk, each one product over all its rows (one
+    batched product for a stack of blocks), in float32, in the order of `recurrent_inputs`.
 
-    `rows_product(a, b)` is the backend's `aᵀ b` for `a` `(rows, x)` and `b` `(rows, y)`: a
-    contraction over the long rows dimension, which each backend's matrix multiply runs best
-    in its own way."""
+    `rows_product(a, b)` is the backend's `aᵀ b` for `a` `(rows, x)` and `b` `(rows, y)`
+    (or `(rows, groups, ·)`, per group): a contraction over the long rows dimension, which
+    each backend's matrix multiply runs best in its own way (`keras_mulrnn.backend`)."""
     if not cell.multiplicative:
         return [rows_product(h_rows, d_r_rows)]
-    m_parts = _split(m_rows, [cell.rank] * len(cell.groups))
-    r_parts = _split(d_r_rows, cell.group_widths())
-    return [rows_product(h_rows, d_mh_rows),
-            *(rows_product(m, d_r) for m, d_r in zip(m_parts, r_parts))]
+    groups, widths = len(cell.groups), cell.group_widths()
+    layout = cell.transition_layout()
+    if layout == "batched":
+        transition = [rows_product(ops.reshape(m_rows, (-1, groups, cell.rank)),
+                                   ops.reshape(d_r_rows, (-1, groups, widths[0])))]
+    else:
+        m_parts = _split(m_rows, [cell.rank] * groups)
+        r_parts = _split(d_r_rows, widths)
+        transition = [rows_product(m, d_r) for m, d_r in zip(m_parts, r_parts)]
+    return [rows_product(h_rows, d_mh_rows), *transition]
 
 
 def _split(tensor, widths):

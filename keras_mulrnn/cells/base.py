@@ -8,7 +8,8 @@ weights, their layout, weight normalization, dropout and the two halves of a ste
    on a whole sequence `(B, T, d)`, which is how the sequence layers hoist it out of the loop.
 2. `recurrent_step(projected, states, weights)`: what depends on the previous state, `W_mh h`
    for all groups in one product, the intermediate states `m`, the transitions `W_gm m` (one
-   product for a shared cell, one per group otherwise), then the family's
+   product for a shared cell; for the others one per group on a CPU, one batched product
+   over equal groups on a GPU: `transition_layout`), then the family's
    gate equations (`_update`, the only thing a family defines).
 
 A cell family (mRNN, mLSTM, mGRU) subclasses `RecurrentCell`, names its gates and writes
@@ -24,6 +25,7 @@ from keras import ops
 # dropout work inside `keras.layers.RNN` and keeps the JAX loop pure.
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
+from keras_mulrnn import backend
 from keras_mulrnn.cells.sharing import resolve_groups, sharing_config
 from keras_mulrnn.validation import check_positive_int, check_rate
 
@@ -212,15 +214,28 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         return weights
 
     def _arrange_transition(self, transition):
-        """Arranges `W_gm` (rank, gates·units): one matrix for one group, else one column
-        block per group. (A product per group runs as fast as one batched product over equal
-        groups on TensorFlow and several times faster on JAX's CPU backend, which transposes
-        the batched operands at every step: BENCHMARKS.md.)"""
-        if len(self.groups) == 1:
+        """Arranges `W_gm` (rank, gates·units) as `transition_layout()` says: the matrix
+        itself, a `(groups, rank, gates·units / groups)` stack, or a list of one column block
+        per group."""
+        layout = self.transition_layout()
+        if layout == "single":
             return transition
         sizes = self.group_widths()
+        if layout == "batched":
+            stacked = ops.reshape(transition, (self.rank, len(sizes), sizes[0]))
+            return ops.transpose(stacked, (1, 0, 2))
         starts = [sum(sizes[:index]) for index in range(len(sizes))]
         return [transition[:, start : start + size] for start, size in zip(starts, sizes)]
+
+    def transition_layout(self):
+        """How the transitions `W_gm m^g` are multiplied: `"single"` (one group: one
+        product), `"batched"` (groups of one size, where `backend.recurrence()` batches
+        them: one batched product) or `"blocks"` (one product per group)."""
+        if len(self.groups) == 1:
+            return "single"
+        if backend.recurrence().batched_groups and len(set(self.group_widths())) == 1:
+            return "batched"
+        return "blocks"
 
     def group_widths(self):
         """The pre-activation columns of each group (its gates × units), in `gate_order`."""
@@ -268,12 +283,7 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
 
     def _transition(self, m, transition):
         """`W_gm m^G` for every gate, from all groups' intermediate states `m` (B, G·k)."""
-        if len(self.groups) == 1:
-            return ops.matmul(m, transition)
-        parts = ops.split(m, len(self.groups), axis=-1)
-        return ops.concatenate(
-            [ops.matmul(part, kernel) for part, kernel in zip(parts, transition)], axis=-1
-        )
+        return grouped_product(m, transition)
 
     def _by_gate(self, tensor):
         return dict(zip(self.gate_order, ops.split(tensor, len(self.gate_order), axis=-1)))
@@ -328,6 +338,26 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
                 sharing_config(self.groups, self.gate_names) if self.multiplicative else "shared"
             )
         return {**super().get_config(), **config}
+
+
+def grouped_product(x, weights):
+    """`x` (B, Σ aᵢ) times the block-diagonal matrix of `weights`, as `_arrange_transition`
+    lays them out: one matrix (a, c); a stack (G, a, c), batched over `x`'s G equal parts; or
+    a list of blocks (aᵢ, cᵢ), one product per part. (Also the backward product, with every
+    block transposed.)"""
+    if isinstance(weights, (list, tuple)):
+        bounds = [0]
+        for block in weights[:-1]:
+            bounds.append(bounds[-1] + block.shape[0])
+        parts = ops.split(x, bounds[1:], axis=-1) if len(weights) > 1 else [x]
+        return ops.concatenate(
+            [ops.matmul(part, block) for part, block in zip(parts, weights)], axis=-1
+        )
+    if len(weights.shape) == 3:
+        groups, inner, width = weights.shape
+        parts = ops.reshape(x, (-1, groups, inner))
+        return ops.reshape(ops.einsum("bga,gac->bgc", parts, weights), (-1, groups * width))
+    return ops.matmul(x, weights)
 
 
 def _column_norm(matrix):

@@ -14,12 +14,13 @@ import keras
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 
 from keras_mulrnn.backend.jax.distribute import make_distribution
+from keras_mulrnn.backend.jax.fused import rows_product
 from keras_mulrnn.backend.jax.fused import sequence_function as fused_sequence
 
 __all__ = ["fused_sequence", "compile_function", "value_and_gradients", "categorical",
            "make_distribution", "replica_sum", "step_logs", "sync_model_state",
            "enable_determinism", "limit_threads", "tensorboard_callback", "describe",
-           "peak_memory", "ALWAYS_COMPILES"]
+           "peak_memory", "rows_product", "ALWAYS_COMPILES"]
 
 # Uncompiled JAX runs op by op, which no training loop wants: every step goes through `jax.jit`.
 ALWAYS_COMPILES = True

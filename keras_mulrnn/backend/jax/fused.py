@@ -13,6 +13,7 @@ loop (tested).
 import jax
 import jax.numpy as jnp
 
+from keras_mulrnn import backend
 from keras_mulrnn.backend import fused as plan
 
 
@@ -21,6 +22,7 @@ def sequence_function(cell):
     inputs `sequence` (T, B, P), time major; `recurrent` are `plan.recurrent_inputs`."""
     count = cell.state_count
     width = plan.gate_width(cell)
+    unroll = backend.recurrence().scan_unroll
 
     def forward(sequence, mask, states0, recurrent):
         weights = plan.recurrent_weights(cell, recurrent)
@@ -33,7 +35,7 @@ def sequence_function(cell):
             kept = (h, r, tuple(states[1:]), (m, mh) if m is not None else ())
             return tuple(new_states), kept
 
-        return jax.lax.scan(step, tuple(states0), sequence)
+        return jax.lax.scan(step, tuple(states0), sequence, unroll=unroll)
 
     @jax.custom_vjp
     def function(sequence, mask, states0, recurrent):
@@ -47,7 +49,8 @@ def sequence_function(cell):
     def function_backward(residuals, cotangents):
         sequence, mask, states0, recurrent, kept = residuals
         d_outputs, d_final = cotangents
-        return _backward(cell, sequence, mask, states0, recurrent, kept, d_outputs, d_final)
+        return _backward(cell, sequence, mask, states0, recurrent, kept, d_outputs, d_final,
+                         unroll)
 
     function.defvjp(function_forward, function_backward)
 
@@ -58,7 +61,7 @@ def sequence_function(cell):
     return run
 
 
-def _backward(cell, sequence, mask, states0, recurrent, kept, d_outputs, d_final):
+def _backward(cell, sequence, mask, states0, recurrent, kept, d_outputs, d_final, unroll):
     width = plan.gate_width(cell)
     outputs, saved_r, saved_other, products = kept
     h_prev = jnp.concatenate([states0[0][None], outputs[:-1]], axis=0)
@@ -93,25 +96,34 @@ def _backward(cell, sequence, mask, states0, recurrent, kept, d_outputs, d_final
                  products[1][start:end] if cell.multiplicative else None,
                  h_prev[start:end], d_outputs[start:end])
         d_states, (d_x, d_r, d_mh) = jax.lax.scan(backward_step, d_states, steps,
-                                                  reverse=True)
+                                                  reverse=True, unroll=unroll)
         h_rows = plan.rows((h_prev[start:end] * mask).astype(sequence.dtype))
         if cell.multiplicative:
-            grads = plan.weight_gradients(cell, _rows_product, h_rows, plan.rows(d_r),
+            grads = plan.weight_gradients(cell, rows_product, h_rows, plan.rows(d_r),
                                           m_rows=plan.rows(products[0][start:end]),
                                           d_mh_rows=plan.rows(d_mh))
         else:
-            grads = plan.weight_gradients(cell, _rows_product, h_rows, plan.rows(d_r))
-        d_weights = [total + g.astype(jnp.float32) for total, g in zip(d_weights, grads)]
+            grads = plan.weight_gradients(cell, rows_product, h_rows, plan.rows(d_r))
+        d_weights = [total + g for total, g in zip(d_weights, grads)]
         d_sequence.insert(0, d_x)
     d_recurrent = tuple(g.astype(w.dtype) for g, w in zip(d_weights, recurrent))
     # The recurrent dropout mask is drawn, not learned: its gradient is zero.
     return (jnp.concatenate(d_sequence, axis=0), jnp.zeros_like(mask), d_states, d_recurrent)
 
 
-def _rows_product(a, b):
-    """`aᵀ b` over the rows. XLA on a CPU runs a product that contracts the leading (rows)
-    dimension of both operands at half the speed of a plain product (measured:
-    BENCHMARKS.md), and folds a transpose into the product unless stopped: so `aᵀ` is
-    materialized behind an optimization barrier, then multiplied as usual."""
-    transposed = jax.lax.optimization_barrier(jnp.swapaxes(a, -1, -2))
-    return jnp.matmul(transposed, b)
+def rows_product(a, b):
+    """`aᵀ b` over the leading rows dimension (per group for 3-D operands), accumulated and
+    returned in float32 (`preferred_element_type`: bfloat16 operands are not rounded to
+    bfloat16 after summing thousands of rows).
+
+    XLA on a CPU runs a product that contracts the leading dimension of both operands at
+    half the speed of a plain product (measured: BENCHMARKS.md) and folds a transpose into
+    the product unless stopped: there (`Recurrence.materialized_transpose`) `aᵀ` is
+    materialized behind an optimization barrier, then multiplied as usual. A GPU's product
+    reads the operand in place."""
+    if a.ndim == 2 and backend.recurrence().materialized_transpose:
+        transposed = jax.lax.optimization_barrier(jnp.swapaxes(a, -1, -2))
+        return jnp.matmul(transposed, b, preferred_element_type=jnp.float32)
+    batch = ((1,), (1,)) if a.ndim == 3 else ((), ())
+    return jax.lax.dot_general(a, b, (((0,), (0,)), batch),
+                               preferred_element_type=jnp.float32)

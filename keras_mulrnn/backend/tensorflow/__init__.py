@@ -3,12 +3,13 @@
 import tensorflow as tf
 
 from keras_mulrnn.backend.tensorflow.distribute import make_distribution, replica_sum, step_logs
+from keras_mulrnn.backend.tensorflow.fused import rows_product
 from keras_mulrnn.backend.tensorflow.fused import sequence_function as fused_sequence
 
 __all__ = ["fused_sequence", "compile_function", "value_and_gradients", "categorical",
            "make_distribution", "replica_sum", "step_logs", "sync_model_state",
            "enable_determinism", "limit_threads", "tensorboard_callback", "describe",
-           "peak_memory", "ALWAYS_COMPILES"]
+           "peak_memory", "rows_product", "ALWAYS_COMPILES"]
 
 # `jit_compile=False` runs TensorFlow graphs; `True` compiles them with XLA.
 ALWAYS_COMPILES = False
