@@ -54,7 +54,7 @@ from common import (  # noqa: E402
 
 FULL = dict(units=2800, batch=128, embedding=400, steps=20, warmup=2, loop_steps=100,
             length=500, stream=2_000_000)
-SMOKE = dict(units=32, batch=8, embedding=16, steps=20, warmup=1, loop_steps=4, length=20,
+SMOKE = dict(units=32, batch=8, embedding=16, steps=5, warmup=1, loop_steps=4, length=20,
              stream=40_000)
 # Instructions of an optimized HLO loop body that launch no work of their own.
 _BOOKKEEPING = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast",

@@ -64,9 +64,17 @@ def _docstring_commands(path):
         "\\\\\n", "\\\n"))
 
 
+# The README's section for a package installed without the clone: its commands run from an
+# installed wheel, outside the clone, in test_distribution.py.
+INSTALLED_SECTION = "## Install without the clone"
+
+
 def documented_commands():
     commands = []
-    for block in _bash_blocks(open(os.path.join(ROOT, "README.md")).read()):
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    before, _, after = readme.partition(INSTALLED_SECTION)
+    after = after[after.find("\n## "):] if "\n## " in after else ""
+    for block in _bash_blocks(before + after):
         commands += [("README.md", command) for command in _commands(block)]
     for folder in ("examples", "tuning"):
         for name in sorted(os.listdir(os.path.join(ROOT, folder))):
