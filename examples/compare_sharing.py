@@ -22,7 +22,6 @@ if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
 
 import json
-import math
 import sys
 
 from keras_mulrnn.lm import cli
@@ -68,19 +67,17 @@ def main():
     if args.budget is not None and args.budget < 1:
         parser.error(f"--budget must be a positive number of weights, got {args.budget}")
     try:
-        rates = [float(rate) for rate in args.learning_rates.split(",") if rate.strip()]
-    except ValueError:
-        rates = []
-    if not rates or not all(math.isfinite(rate) and rate > 0 for rate in rates):
-        parser.error(f"--learning-rates must be finite numbers > 0 separated by commas, got "
-                     f"{args.learning_rates!r}")
+        rates = cli.comma_list(args.learning_rates, float, "--learning-rates", positive=True)
+        families = (["rnn", "lstm", "gru"] if args.families == "all"
+                    else cli.comma_list(args.families, str, "--family"))
+        parametrizations = cli.comma_list(args.parametrizations, str, "--parametrizations")
+    except ValueError as error:
+        parser.error(str(error))
     args.learning_rate = rates[0]
     base = cli.configure(args, parser)
     from keras_mulrnn.analysis.study import plan_arms, run_study
 
-    families = ("rnn", "lstm", "gru") if args.families == "all" else args.families.split(",")
-    arms = plan_arms(base, families, args.design, args.parametrizations.split(","),
-                     args.budget)
+    arms = plan_arms(base, families, args.design, parametrizations, args.budget)
     fixed = read_rates(args.rates_from, arms) if args.rates_from else None
     corpus = cli.load_named_corpus(corpus_name, args)
     print(f"{corpus.name}: {len(arms)} arms × {args.seeds} seeds into {args.output}")

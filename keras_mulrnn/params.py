@@ -88,7 +88,8 @@ def units_for_budget(family, parametrization, input_dim, budget, rank_ratio=1.0,
                      num_layers=1, weight_norm=False):
     """The number of units that brings `num_layers` cells closest to `budget` parameters.
 
-    Multiplicative cells keep `rank = max(1, round(rank_ratio · units))`.
+    Multiplicative cells keep `rank = max(1, round(rank_ratio · units))`. Raises
+    `ValueError` if even one unit exceeds the budget (as `rank_for_budget` does for rank 1).
     """
     if budget <= 0:
         raise ValueError(
@@ -102,6 +103,11 @@ def units_for_budget(family, parametrization, input_dim, budget, rank_ratio=1.0,
         return stack_params(family, parametrization, units, input_dim, rank, num_layers,
                             weight_norm=weight_norm)
 
+    if count(1) > budget:
+        raise ValueError(
+            f"Invalid value for argument `budget`: received budget={budget}, but a "
+            f"{family}/{parametrization} cell with input_dim={input_dim} has {count(1)} "
+            f"parameters at one unit. Give a larger budget.")
     low, high = 1, 1
     while count(high) < budget:
         low, high = high, high * 2

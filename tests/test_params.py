@@ -87,3 +87,12 @@ def test_budget_errors_are_clear():
         km.rank_for_budget("lstm", "additive", 512, 64, 10**6)
     with pytest.raises(ValueError, match="family='transformer'"):
         km.count_params("transformer", "shared", 8, 8)
+
+
+@pytest.mark.parametrize("family,sharing", [("lstm", "shared"), ("gru", "additive")])
+def test_a_budget_below_one_unit_is_refused(family, sharing):
+    """As a rank below 1 is (the tuner once trained one-unit models from such a budget)."""
+    smallest = km.count_params(family, sharing, 1, 64, None if sharing == "additive" else 1)
+    assert km.units_for_budget(family, sharing, 64, smallest) == 1
+    with pytest.raises(ValueError, match="at one unit. Give a larger budget"):
+        km.units_for_budget(family, sharing, 64, smallest - 1)

@@ -174,12 +174,15 @@ class _InjectNaN(keras.callbacks.Callback):
 
 
 def test_nan_stops_at_its_step_with_the_last_good_checkpoint_intact(tmp_path):
+    """The checkpoint of step 6 holds the weights that step 7's loss saw, and replaying
+    step 7 from them gives the same loss whatever the learning rate: only older checkpoints
+    are good, and step 6's is discarded so that nothing returns to it."""
     config = small_config(steps=12, eval_every=4, checkpoint_every=2)
     with pytest.raises(FloatingPointError, match=r"at step 7; the last good checkpoint "
-                                                 r"\(step 6\)"):
+                                                 r"\(step 4\)"):
         train(small_corpus(), config, tmp_path, verbose=0, extra_callbacks=[_InjectNaN(7)])
     manager = CheckpointManager(tmp_path / "checkpoints")
-    assert manager.steps()[-1] == 6
+    assert manager.steps()[-1] == 4
     model = build_model(small_corpus().vocabulary, config)
     model.start_carry(config.batch_size, backend.make_distribution())
     manager.restore_latest(model)
@@ -327,3 +330,49 @@ def test_bad_script_flags_fail_with_a_message(tmp_path, arguments, message):
     assert done.returncode != 0
     assert message in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_roll_back_never_returns_to_the_checkpoint_whose_weights_failed(tmp_path,
+                                                                          monkeypatch):
+    """With a checkpoint every step, the newest checkpoint before a non-finite loss holds
+    the ruined weights: a roll-back goes to the one before it (it used to return to the
+    ruined one until the roll-backs ran out)."""
+    original = CheckpointManager.save
+
+    def ruin_step_6(self, model, meta):
+        if int(model.optimizer.iterations.numpy()) == 6 and not ruin_step_6.done:
+            ruin_step_6.done = True  # step 6's update ruined the weights
+            embedding = model.embedding.embeddings
+            embedding.assign(tf.fill(embedding.shape, float("nan")))
+        return original(self, model, meta)
+
+    ruin_step_6.done = False
+    monkeypatch.setattr(CheckpointManager, "save", ruin_step_6)
+    config = small_config(steps=10, eval_every=5, checkpoint_every=1, nan_rollbacks=2)
+    results = train(small_corpus(), config, tmp_path, verbose=0)
+    assert results["nan_rollbacks"] == 1 and results["steps"] == 10
+    assert np.isfinite(results["test_bpc"])
+
+
+def test_the_advice_after_a_nan_before_any_checkpoint_works(tmp_path):
+    """A non-finite loss before the first checkpoint: the message's advice (--resume with a
+    roll-back budget) starts again from step 0, which it then checkpoints, and rolls back
+    to it (it used to find nothing to roll back to)."""
+    config = small_config(steps=8, eval_every=8, checkpoint_every=None)
+    with pytest.raises(FloatingPointError, match="Run it again from step 0.*--resume "
+                                                 "--nan-rollbacks N"):
+        train(small_corpus(), config, tmp_path, verbose=0, extra_callbacks=[_InjectNaN(3)])
+    config.nan_rollbacks = 1
+    results = train(small_corpus(), config, tmp_path, resume=True, verbose=0,
+                    extra_callbacks=[_InjectNaN(3)])
+    assert results["nan_rollbacks"] == 1 and results["steps"] == 8
+
+
+def test_a_damaged_results_file_is_written_again_by_resume(tmp_path):
+    config = small_config(steps=4, eval_every=2, sample_length=5)
+    first = train(small_corpus(), config, tmp_path, verbose=0)
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="results.json.*damaged"):
+        again = train(small_corpus(), config, tmp_path, resume=True, verbose=0)
+    assert again["test_bpc"] == pytest.approx(first["test_bpc"], rel=1e-6)
+    assert json.loads((tmp_path / "results.json").read_text())["test_bpc"] == again["test_bpc"]

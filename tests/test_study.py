@@ -460,3 +460,51 @@ def test_dynamic_evaluation_rejects_bad_arguments():
         dynamic_evaluate(model, ids[:300], stats, learning_rate=-1.0)
     with pytest.raises(ValueError, match="statistics"):
         dynamic_evaluate(model, ids[:300], stats[:-1])
+
+
+def test_a_study_whose_arms_repeat_is_refused(tmp_path):
+    """Repeated arms once made the study train its unique runs and then wait forever for
+    runs that could never be told apart."""
+    with pytest.raises(ValueError, match="arms repeat.*lstm/shared"):
+        study.plan_arms(tiny_base(units=8), ("lstm", "lstm"), "factorial")
+    with pytest.raises(ValueError, match="arms repeat"):
+        study.plan_arms(tiny_base(units=8), ("lstm",), "budget", ("shared", "shared"))
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "compare_sharing.py"), "--family",
+         "lstm,lstm", "--output", str(tmp_path / "s")], capture_output=True, text=True,
+        timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 2 and "--family 'lstm,lstm' gives 'lstm' twice" in done.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_study_that_cannot_progress_says_so_instead_of_spinning(tmp_path, monkeypatch):
+    """A pass of the only process that finishes no run can never be followed by one that
+    does: the study stops with a message."""
+    arms = study.plan_arms(tiny_base(units=8), ("lstm",), "budget", ("shared",))
+    monkeypatch.setattr(study, "_run_one", lambda *args, **kwargs: None)  # records nothing
+    with pytest.raises(RuntimeError, match="cannot finish"):
+        study.run_study(_corpus(), arms, 2, [0.005], str(tmp_path))
+
+
+def test_a_study_recovers_every_point_between_a_runs_files(tmp_path):
+    """A run killed after its results but before its final model is resumed (the model is
+    written from its checkpoints, and it can be analysed); a damaged `results.json` is
+    written again by resuming the run, not reported as a JSON parser's message; a figure
+    that is not a number is named with its file."""
+    base = tiny_base(units=8, embedding_dim=4, steps=4, eval_every=2)
+    arms = study.plan_arms(base, ("lstm",), "budget", ("shared",))
+    study.run_study(_corpus(), arms, 1, [1e-2], str(tmp_path), verbose=0)
+    (run,) = os.listdir(tmp_path / "runs")
+    directory = tmp_path / "runs" / run
+    first = json.loads((directory / "results.json").read_text())
+    os.remove(directory / "model.keras")
+    study.run_study(_corpus(), arms, 1, [1e-2], str(tmp_path), verbose=0, analysis=True)
+    assert (directory / "model.keras").exists() and (directory / "analysis.json").exists()
+    (directory / "results.json").write_text('{"valid_bpc": 1.2, "test')  # cut short
+    with pytest.warns(UserWarning, match="results.json.*damaged.*resumed"):
+        study.run_study(_corpus(), arms, 1, [1e-2], str(tmp_path), verbose=0)
+    again = json.loads((directory / "results.json").read_text())
+    assert again["test_bpc"] == pytest.approx(first["test_bpc"], rel=1e-6)
+    (directory / "results.json").write_text(json.dumps({**again, "test_bpc": "1.5"}))
+    with pytest.raises(ValueError, match="results.json.*'test_bpc' is '1.5', not a number"):
+        study.summarize(str(tmp_path))

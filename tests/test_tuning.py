@@ -203,3 +203,46 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, data, monk
     assert statuses == ["COMPLETED", "FAILED"]
     failed = next(t for t in _trials(tmp_path).values() if t["status"] == "FAILED")
     assert "the loss became NaN" in failed["message"]
+
+
+def test_overwrite_never_deletes_a_running_search(tmp_path, data):
+    """`--overwrite` deletes the project only once it holds the project's lock: aimed at a
+    search that is running, it stops with a message naming it and deletes nothing."""
+    from keras_mulrnn.lm.lock import DirectoryInUse, hold_directory
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "oracle.json").write_text("{}")  # the running search's files
+    with hold_directory(project, "search"):
+        with pytest.raises(DirectoryInUse, match="in use by another search"):
+            search.main(_search_args(tmp_path, data, "--max-trials", "1", "--overwrite"))
+    assert (project / "oracle.json").read_text() == "{}"
+
+
+def test_overwrite_starts_the_search_anew(tmp_path, data):
+    search.main(_search_args(tmp_path, data, "--max-trials", "1"))
+    (tmp_path / "p" / "stale.txt").write_text("from before")
+    search.main(_search_args(tmp_path, data, "--max-trials", "1", "--overwrite"))
+    assert not (tmp_path / "p" / "stale.txt").exists()
+    assert len(_trials(tmp_path)) == 1
+
+
+@pytest.mark.parametrize("flag,text,message", [
+    ("--learning-rate", "0.005,,0.01", "empty item"),
+    ("--units", "16,16", "twice"),
+    ("--family", "lstm,", "empty item"),
+])
+def test_comma_lists_with_an_empty_or_repeated_item_are_refused(tmp_path, data, flag, text,
+                                                                 message):
+    with pytest.raises(ValueError, match=message):
+        search.main(_search_args(tmp_path, data, "--max-trials", "1", flag, text))
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("port", ["0", "70000", "http"])
+def test_an_oracle_port_out_of_range_is_a_usage_error(tmp_path, data, port):
+    """A chief told to bind a port that cannot exist used to wait forever."""
+    with pytest.raises(SystemExit) as stop:
+        search.parse_args(_search_args(tmp_path, data, "--chief", "--oracle-ip", "127.0.0.1",
+                                       "--oracle-port", port))
+    assert stop.value.code == 2

@@ -14,11 +14,12 @@ if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
 
 import argparse
-import csv
 import glob
 import json
 import os
 import sys
+
+from keras_mulrnn.lm import files
 
 COLUMNS = ["trial", "status", "worker", "family", "parametrization", "units", "rank", "num_layers",
            "learning_rate", "recurrent_dropout", "recurrent_params", "val_bpc",
@@ -78,10 +79,8 @@ def _read(path):
 
 
 def write_tables(rows, project):
-    with open(os.path.join(project, "trials.csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS)
-        writer.writeheader()
-        writer.writerows({key: row.get(key) for key in COLUMNS} for row in rows)
+    files.write_csv(os.path.join(project, "trials.csv"), COLUMNS,
+                    [{key: row.get(key) for key in COLUMNS} for row in rows])
     ordered = sorted(rows, key=lambda row: (row.get("val_bpc") is None, row.get("val_bpc")))
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in ordered:
@@ -91,8 +90,7 @@ def write_tables(rows, project):
             cells.append(f"{value:.4f}" if key == "val_bpc" and value is not None
                          else "" if value is None else str(value))
         lines.append("| " + " | ".join(cells) + " |")
-    with open(os.path.join(project, "trials.md"), "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    files.write_text(os.path.join(project, "trials.md"), "\n".join(lines) + "\n")
 
 
 def plot(rows, project):

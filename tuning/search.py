@@ -23,7 +23,6 @@ if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
 import argparse
 import contextlib
 import dataclasses
-import math
 import os
 import sys
 
@@ -80,7 +79,8 @@ def parse_args(argv=None):
     role.add_argument("--chief", action="store_true", help="serve the oracle to workers")
     role.add_argument("--worker", help="run trials for the chief, with this unique id")
     tuner.add_argument("--oracle-ip", default=None, help="the chief's address")
-    tuner.add_argument("--oracle-port", default=None, help="the chief's port")
+    tuner.add_argument("--oracle-port", type=port, default=None,
+                       help="the chief's port (1–65535)")
     tuner.add_argument("--verbose", action="store_true",
                        help="show the backend's own start-up logs")
 
@@ -114,20 +114,21 @@ def parse_args(argv=None):
     return args
 
 
-def values(text, kind, flag, positive=False):
-    """Comma-separated values of one axis, converted to `kind` (finite and > 0 when
-    `positive`)."""
-    if text is None:
-        return None
+def port(text):
+    """An argparse type: a TCP port number."""
     try:
-        parsed = [kind(item) for item in text.split(",") if item.strip()]
+        number = int(text)
     except ValueError:
-        raise ValueError(f"Could not read {flag} {text!r} as {kind.__name__} values.") from None
-    if not parsed:
-        raise ValueError(f"{flag} {text!r} gives no values.")
-    if positive and not all(math.isfinite(value) and value > 0 for value in parsed):
-        raise ValueError(f"{flag} {text!r}: every value must be a finite number > 0.")
-    return parsed
+        number = 0
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got "
+                                         f"{text!r}")
+    return number
+
+
+def values(text, kind, flag, positive=False):
+    """Comma-separated values of one axis (`cli.comma_list`), or None when not given."""
+    return None if text is None else cli.comma_list(text, kind, flag, positive)
 
 
 def set_role(args):
@@ -148,8 +149,10 @@ def distributed():
     return "KERASTUNER_TUNER_ID" in os.environ
 
 
-def make_tuner(args, corpus):
-    from tuning.space import LanguageModelHyperModel, LanguageModelTuner, make_oracle
+def make_hypermodel(args, corpus):
+    """The search space of the flags, checked against the corpus (before anything is
+    written)."""
+    from tuning.space import LanguageModelHyperModel
 
     axes = {
         "family": values(args.family, str, "--family"),
@@ -173,11 +176,19 @@ def make_tuner(args, corpus):
     ).validate()
     hypermodel = LanguageModelHyperModel(corpus.vocabulary, axes, base, args.budget)
     hypermodel.check_space(corpus)
+    return hypermodel
+
+
+def make_tuner(args, corpus, hypermodel, overwrite):
+    """The tuner of the flags, over `hypermodel`; `overwrite` lets keras-tuner delete the
+    project first (for a distributed search only: a local one clears it under its lock)."""
+    from tuning.space import LanguageModelTuner, make_oracle
+
     oracle = make_oracle(args.tuner, args.max_trials, args.seed, args.max_epochs)
     return LanguageModelTuner(
         oracle, hypermodel, corpus, executions_per_trial=args.executions_per_trial,
-        steps_per_epoch=steps, directory=args.directory, project_name=args.project_name,
-        overwrite=args.overwrite,
+        steps_per_epoch=args.steps_per_trial, directory=args.directory,
+        project_name=args.project_name, overwrite=overwrite,
     )
 
 
@@ -188,16 +199,19 @@ def main(argv=None):
             f"--directory {args.directory!r} is a file; give a directory for the search.")
     set_role(args)
     cli.start_backend(args, args.strategy)
-    from keras_mulrnn.lm.lock import hold_directory
+    from keras_mulrnn.lm.lock import clear_held_directory, hold_directory
 
     corpus = cli.load_named_corpus(args.corpus_name, args)
-    tuner = make_tuner(args, corpus)
+    hypermodel = make_hypermodel(args, corpus)
     project = os.path.join(args.directory, args.project_name)
     os.makedirs(project, exist_ok=True)
     # One search per project folder, except keras-tuner's own chief and workers, which share
-    # it by design.
+    # it by design. `--overwrite` deletes only under the lock: never a running search's files.
     with (contextlib.nullcontext() if distributed()
           else hold_directory(project, "search")):
+        if args.overwrite and not distributed():
+            clear_held_directory(project)
+        tuner = make_tuner(args, corpus, hypermodel, args.overwrite and distributed())
         tuner.search_space_summary()
         tuner.search()
     # Only a local search holds its oracle's trials (a worker's oracle is a client of the

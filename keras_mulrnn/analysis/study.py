@@ -28,18 +28,18 @@ ones, and several processes given the same command share the work (each run's di
 held by one process at a time; the others move on). `summarize` writes the tables and plots.
 """
 
-import csv
 import dataclasses
-import json
 import logging
 import math
 import os
 import time
+import warnings
 
 import numpy as np
 
 from keras_mulrnn.analysis.statistics import holm, paired_test
 from keras_mulrnn.factory import transition_arguments
+from keras_mulrnn.lm import files
 from keras_mulrnn.lm.config import TrainConfig
 from keras_mulrnn.lm.lock import DirectoryInUse, held_elsewhere, hold_directory
 from keras_mulrnn.lm.training import (
@@ -47,7 +47,6 @@ from keras_mulrnn.lm.training import (
     ValidationLog,
     check_run,
     train,
-    write_json_atomically,
 )
 from keras_mulrnn.params import rank_for_budget, stack_params, units_for_budget
 from keras_mulrnn.validation import check_choice, check_positive_int, check_positive_number
@@ -57,6 +56,9 @@ PARAMETRIZATIONS = ("additive", "shared", "unshared")
 STUDY_FILE, SELECTION_FILE = "study.json", "selection.json"
 # How often a process that waits for another process's runs looks again.
 POLL_SECONDS = 10
+# The figures of a run's `results.json` that the study reads as numbers.
+RESULT_FIGURES = ("valid_bpc", "test_bpc", "params", "steps", "chars_per_sec",
+                  "train_seconds")
 # Said of a run that another process of the study began first.
 TAKEN = "taken by another process of this study"
 
@@ -144,6 +146,11 @@ def plan_arms(base, families=("lstm", "gru"), design="budget",
             ]
         arms.append(Arm(family, "additive", "additive", "budget",
                         sized_config(base, family, "additive", family_budget)))
+    keys = [arm.key for arm in arms]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"The study's arms repeat ({', '.join(repeated)}): give each family "
+                         f"and parametrization once.")
     for arm in arms:
         arm.config.validate()
     return arms
@@ -219,6 +226,7 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     with hold_directory(output_dir, "plan of this study", wait=True):
         _record_plan(output_dir, arms, seeds, rates, fixed_rates, description)
+    finished = -1  # runs with results after the last pass
     while True:
         chosen = {**select_rates(output_dir, arms, rates), **(fixed_rates or {})}
         runs = plan_runs(arms, seeds, rates, chosen)
@@ -230,15 +238,22 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
             except DirectoryInUse:
                 held = True  # another process of this study has it
         chosen = {**select_rates(output_dir, arms, rates), **(fixed_rates or {})}
-        if len(chosen) == len(arms) and all(
-                _results(output_dir, run) is not None
-                for run in plan_runs(arms, seeds, rates, chosen)):
+        runs = plan_runs(arms, seeds, rates, chosen)
+        done = sum(_results(output_dir, run) is not None for run in runs)
+        if len(chosen) == len(arms) and done == len(runs):
             break
         if held:  # nothing left for this process but what the others are training
             time.sleep(POLL_SECONDS)
+            continue
+        if done <= finished:  # a pass of this process alone that finished nothing new
+            raise RuntimeError(
+                f"The study in {output_dir!r} cannot finish: a pass over its runs finished "
+                f"none of the {len(runs) - done} left and no other process holds them. "
+                f"This is a defect of the study's plan; please report it with the command.")
+        finished = done
     # Every process of the study ends here; one after the other, they write the same files.
     with hold_directory(output_dir, "summary of this study", wait=True):
-        write_json_atomically(os.path.join(output_dir, SELECTION_FILE),
+        files.write_json(os.path.join(output_dir, SELECTION_FILE),
                               {"rates": list(rates), "chosen": chosen,
                                "selected_on": "valid_bpc"})
         return summarize(output_dir)
@@ -266,7 +281,7 @@ def _record_plan(output_dir, arms, seeds, rates, fixed_rates, description):
                 f"({[a['name'] for a in saved['arms']]}, rates {saved['rates']}). Use the "
                 f"same flags to continue it, or another --output directory.")
         return
-    write_json_atomically(path, plan)
+    files.write_json(path, plan)
 
 
 def _recurrent_params(config):
@@ -276,45 +291,64 @@ def _recurrent_params(config):
 
 
 def _results(output_dir, run):
+    """The results of a finished run, or None: not finished, or its `results.json` is
+    damaged (then the run is resumed, which evaluates it again and rewrites the file)."""
     path = os.path.join(output_dir, "runs", run.name, "results.json")
-    return _read_json(path) if os.path.exists(path) else None
+    if not os.path.exists(path):
+        return None
+    try:
+        return files.read_json(path, RESULT_FIGURES)
+    except files.DamagedFile as error:
+        warnings.warn(f"{error} The run is resumed to write it again.", stacklevel=2)
+        return None
 
 
 def _run_one(corpus, run, position, output_dir, analysis, verbose):
     """Trains (or resumes, or skips) one run of a study, then analyses it if asked."""
     directory = os.path.join(output_dir, "runs", run.name)
-    results_path = os.path.join(directory, "results.json")
-    if os.path.exists(results_path):
-        _check_same_config(results_path, run)
-    elif held_elsewhere(directory):
-        raise DirectoryInUse(directory)
-    else:
-        checkpoints = os.path.join(directory, "checkpoints")
-        resume = os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
-        print(f"{position} {run.name}: {'resuming' if resume else 'training'} "
-              f"(units {run.config.units}, rank {run.config.rank})", flush=True)
-        try:
-            train(corpus, run.config, directory, resume=resume, verbose=verbose)
-        except DirectoryInUse:
-            # Another process of the study took the run between the look and the lock.
-            print(f"{position} {run.name}: {TAKEN}", flush=True)
-            raise
-        except TrainingInterrupted as stop:
-            raise TrainingInterrupted(
-                f"{run.name}: {stop.what}", "Run the same command again to continue the "
-                "study: finished runs are kept, this one resumes.") from None
-        except FloatingPointError as error:
-            # A rate of the grid may be too high: the run is recorded as diverged (that rate
-            # is never chosen; a seed that diverges is left out of the comparisons) rather
-            # than stopping the study.
-            print(f"{position} {run.name}: diverged ({error})", flush=True)
-            write_json_atomically(results_path, {"diverged": str(error), "valid_bpc": None,
-                                                 "test_bpc": None,
-                                                 "config": dataclasses.asdict(run.config)})
+    results = _results(output_dir, run)
+    if results is not None:
+        _check_same_config(results, directory, run)
+        if results.get("diverged"):
+            return  # nothing to analyse
+    # A run killed between its results and its final model is resumed too: a finished run's
+    # `--resume` writes what is missing from its checkpoints.
+    if results is None or not os.path.exists(os.path.join(directory, "model.keras")):
+        if held_elsewhere(directory):
+            raise DirectoryInUse(directory)
+        if not _train_one(corpus, run, position, directory, verbose):
             return
     if analysis:
         with hold_directory(directory, "analysis"):
             analyse_run(corpus, directory)
+
+
+def _train_one(corpus, run, position, directory, verbose):
+    """Trains or resumes one run; returns whether it finished (rather than diverged)."""
+    checkpoints = os.path.join(directory, "checkpoints")
+    resume = os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
+    print(f"{position} {run.name}: {'resuming' if resume else 'training'} "
+          f"(units {run.config.units}, rank {run.config.rank})", flush=True)
+    try:
+        train(corpus, run.config, directory, resume=resume, verbose=verbose)
+    except DirectoryInUse:
+        # Another process of the study took the run between the look and the lock.
+        print(f"{position} {run.name}: {TAKEN}", flush=True)
+        raise
+    except TrainingInterrupted as stop:
+        raise TrainingInterrupted(
+            f"{run.name}: {stop.what}", "Run the same command again to continue the "
+            "study: finished runs are kept, this one resumes.") from None
+    except FloatingPointError as error:
+        # A rate of the grid may be too high: the run is recorded as diverged (that rate is
+        # never chosen; a seed that diverges is left out of the comparisons) rather than
+        # stopping the study.
+        print(f"{position} {run.name}: diverged ({error})", flush=True)
+        files.write_json(os.path.join(directory, "results.json"),
+                         {"diverged": str(error), "valid_bpc": None, "test_bpc": None,
+                          "config": dataclasses.asdict(run.config)})
+        return False
+    return True
 
 
 def analyse_run(corpus, directory, positions=1000, horizon=50):
@@ -329,7 +363,7 @@ def analyse_run(corpus, directory, positions=1000, horizon=50):
     model = load_model(os.path.join(directory, "model.keras"))
     recovery = error_recovery(model, corpus.test, positions=positions, horizon=horizon)
     result = {**recovery.summary(), "state_cosine": state_cosine(model, corpus.test)}
-    write_json_atomically(path, result)
+    files.write_json(path, result)
     return result
 
 
@@ -347,7 +381,7 @@ def collect(output_dir):
         directory = os.path.join(runs_dir, name)
         if not os.path.exists(os.path.join(directory, "results.json")):
             continue
-        run = _read_json(os.path.join(directory, "results.json"))
+        run = files.read_json(os.path.join(directory, "results.json"), RESULT_FIGURES)
         if run.get("diverged"):
             continue  # left out of every table (its rate was not chosen, or it is a lost seed)
         family, arm_name = run["config"]["family"], name.split("-lr")[0].split("-", 1)[1]
@@ -376,9 +410,8 @@ def summarize(output_dir):
     if recovery:
         _write_csv(os.path.join(output_dir, "error_recovery.csv"), RECOVERY_COLUMNS, recovery)
     plots = _plot(counted, output_dir)
-    with open(os.path.join(output_dir, "results.md"), "w") as handle:
-        handle.write(results_markdown(plan, counted, rows, comparisons, recovery, plots,
-                                      runs))
+    files.write_text(os.path.join(output_dir, "results.md"),
+                     results_markdown(plan, counted, rows, comparisons, recovery, plots, runs))
     return rows
 
 
@@ -699,26 +732,22 @@ def _plot(runs, output_dir):
     return [(title, name) for title, name, _ in plots]
 
 
-def _check_same_config(results_path, run):
+def _check_same_config(results, directory, run):
     # A setting that the saved run predates had its default value then.
-    saved = {**dataclasses.asdict(TrainConfig()), **_read_json(results_path)["config"]}
+    saved = {**dataclasses.asdict(TrainConfig()), **(results.get("config") or {})}
     wanted = dataclasses.asdict(run.config)
     differing = sorted(key for key in wanted if saved.get(key) != wanted[key])
     if differing:
         raise ValueError(
-            f"{os.path.dirname(results_path)!r} holds a finished run with other settings "
+            f"{directory!r} holds a finished run with other settings "
             f"({', '.join(f'{k}: {saved.get(k)!r} vs {wanted[k]!r}' for k in differing)}). "
             f"Use the same flags to continue this study, or another --output directory."
         )
 
 
 def _read_json(path):
-    with open(path) as handle:
-        return json.load(handle)
+    return files.read_json(path)
 
 
 def _write_csv(path, columns, rows):
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns)
-        writer.writeheader()
-        writer.writerows({c: row.get(c) for c in columns} for row in rows)
+    files.write_csv(path, columns, [{c: row.get(c) for c in columns} for row in rows])

@@ -70,7 +70,8 @@ class Vocabulary:
         """Ids of `data` (bytes for "byte"; str or sequence of tokens for "char")."""
         if self.kind == "byte":
             if isinstance(data, str):
-                data = data.encode("utf-8")
+                # A command line holds undecodable bytes as lone surrogates (PEP 383).
+                data = data.encode("utf-8", "surrogateescape")
             raw = np.frombuffer(bytes(data) if not isinstance(data, np.ndarray) else data,
                                 dtype=np.uint8)
             present = _byte_counts(raw) > 0

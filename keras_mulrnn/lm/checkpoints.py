@@ -16,12 +16,14 @@ message, unless an older one of the same directory fits the run.
 import json
 import os
 import shutil
+import tempfile
 import warnings
 
 import numpy as np
 from keras import ops
 
 from keras_mulrnn import backend
+from keras_mulrnn.lm import files
 from keras_mulrnn.lm.randomness import random_state_variables
 
 PREFIX = "ckpt-"
@@ -75,10 +77,10 @@ class CheckpointManager:
         final = self.path(step)
         if os.path.exists(os.path.join(final, META)):
             return final
-        temporary = os.path.join(self.directory, f".tmp-{PREFIX}{step:09d}")
-        shutil.rmtree(temporary, ignore_errors=True)
-        os.makedirs(temporary)
+        temporary = None
         try:
+            # A folder of its own (`files` says why), renamed into place once complete.
+            temporary = tempfile.mkdtemp(dir=self.directory, prefix=f".tmp-{PREFIX}{step:09d}-")
             model.save_weights(os.path.join(temporary, "model.weights.h5"))
             np.savez(os.path.join(temporary, "carry.npz"), *carry)
             np.savez(os.path.join(temporary, "random.npz"),
@@ -87,15 +89,26 @@ class CheckpointManager:
                 json.dump({**meta, "step": step}, handle, indent=1)
             shutil.rmtree(final, ignore_errors=True)
             os.rename(temporary, final)
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
+        except BaseException as error:
+            if temporary is not None:
+                shutil.rmtree(temporary, ignore_errors=True)
+            if isinstance(error, OSError):  # a full disk: the message names the checkpoint
+                raise files.write_error(final, error) from None
             raise
         for old in self.steps()[: -self.keep]:
-            # Unmark it complete first, so that a crash mid-deletion leaves no half checkpoint
-            # that looks whole.
-            os.remove(os.path.join(self.path(old), META))
-            shutil.rmtree(self.path(old), ignore_errors=True)
+            self._delete(old)
         return final
+
+    def discard_after(self, step):
+        """Deletes the checkpoints of the steps after `step`."""
+        for newer in [s for s in self.steps() if s > step]:
+            self._delete(newer)
+
+    def _delete(self, step):
+        # Unmarked complete first, so that a crash mid-deletion leaves no half checkpoint
+        # that looks whole.
+        os.remove(os.path.join(self.path(step), META))
+        shutil.rmtree(self.path(step), ignore_errors=True)
 
     def restore_latest(self, model, check=None):
         """Loads the newest sound checkpoint that fits the run into `model` (built, compiled,

@@ -296,6 +296,30 @@ def _stop(message):
     raise SystemExit(130) from None
 
 
+def comma_list(text, kind, flag, positive=False):
+    """The values of a comma-separated flag, converted to `kind`. An empty item
+    (`0.005,,0.01`), a value given twice (a study whose arms repeat) and, with `positive`, a
+    value that is not a finite number > 0 are refused with a message naming `flag`."""
+    import math
+
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise ValueError(f"{flag} {text!r} gives no values.")
+    if not all(items):
+        raise ValueError(f"{flag} {text!r} has an empty item: separate the values with "
+                         f"single commas (e.g. {flag} {','.join(i for i in items if i)}).")
+    try:
+        parsed = [kind(item) for item in items]
+    except ValueError:
+        raise ValueError(f"Could not read {flag} {text!r} as {kind.__name__} values.") from None
+    if positive and not all(math.isfinite(value) and value > 0 for value in parsed):
+        raise ValueError(f"{flag} {text!r}: every value must be a finite number > 0.")
+    repeated = [value for index, value in enumerate(parsed) if value in parsed[:index]]
+    if repeated:
+        raise ValueError(f"{flag} {text!r} gives {repeated[0]!r} twice: give each value once.")
+    return parsed
+
+
 def boolean(text):
     lowered = text.lower()
     if lowered in ("1", "true", "yes", "on"):

@@ -52,6 +52,21 @@ def hold_directory(directory, what="run", wait=False):
         handle.close()  # releases the lock
 
 
+def clear_held_directory(directory):
+    """Deletes everything in `directory` but its lock file; call it while holding the
+    directory (`hold_directory`), so that no other run's files are deleted."""
+    import shutil
+
+    for name in os.listdir(directory):
+        if name == LOCK_FILE:
+            continue
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
 def held_elsewhere(directory):
     """Whether another process holds `directory` now (a hint: it may change at once)."""
     path = os.path.join(os.fspath(directory), LOCK_FILE)

@@ -13,7 +13,6 @@ carried recurrent state and the dropout generators.
 
 import csv
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -31,7 +30,7 @@ from keras import ops
 from keras_mulrnn import backend
 from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
 from keras_mulrnn.data.corpora import Corpus
-from keras_mulrnn.lm import interruption
+from keras_mulrnn.lm import files, interruption
 from keras_mulrnn.lm.checkpoints import CheckpointManager, CheckpointMismatch
 from keras_mulrnn.lm.config import OPERATIONAL, TrainConfig, check_fits
 from keras_mulrnn.lm.evaluation import evaluate_bpc
@@ -93,6 +92,8 @@ def train(corpus, config, output_dir, resume=False, verbose=1, extra_callbacks=(
             shutil.rmtree(scratch, ignore_errors=True)
     output_dir = _prepare_output(output_dir, resume)
     with hold_directory(output_dir):
+        # Held: no other writer. A killed run may have left temporaries of its writes.
+        files.remove_temporaries(output_dir, os.path.join(output_dir, "checkpoints"))
         _check_fresh(output_dir, resume)
         return _Run(corpus, config, batches, valid, distribution, output_dir, output_dir,
                     resume, verbose, extra_callbacks).train()
@@ -208,6 +209,8 @@ class _Run:
         callbacks.extend(self.extra_callbacks)
         self.rollbacks = 0
         monitor.log.keep_until(start)
+        if config.nan_rollbacks and not self.manager.steps():
+            monitor.checkpoint()  # something to roll back to from the first steps on
         monitor.progress.start(start)
         while True:
             for first, last in intervals(model_step(model), config.steps, config.eval_every):
@@ -271,20 +274,27 @@ class _Run:
             "code": code_version(),
         }
         results_path = os.path.join(self.output_dir, RESULTS)
-        write_json_atomically(results_path, results)
-        _atomic_save(model, os.path.join(self.output_dir, FINAL))
+        files.write_json(results_path, results)
+        files.save_model(model, os.path.join(self.output_dir, FINAL))
         prompt = self.corpus.test[:20]
         results["sample_prompt"] = self.corpus.vocabulary.decode(prompt)
         results["sample"] = generate_after(model, prompt, length=config.sample_length,
                                            seed=config.seed)
-        write_json_atomically(results_path, results)
+        files.write_json(results_path, results)
         return results
 
     def _finished_outputs(self):
-        """Whether the results and the final model of a finished run are all there."""
+        """Whether the results and the final model of a finished run are all there (a
+        damaged `results.json` is not: the run evaluates again and rewrites it)."""
         path = os.path.join(self.chief_dir, RESULTS)
-        return (os.path.exists(os.path.join(self.chief_dir, FINAL)) and os.path.exists(path)
-                and "sample" in _read_json(path))
+        if not (os.path.exists(os.path.join(self.chief_dir, FINAL)) and os.path.exists(path)):
+            return False
+        try:
+            return "sample" in files.read_json(path)
+        except files.DamagedFile as error:
+            warnings.warn(f"{error} The finished run is evaluated again to write it anew.",
+                          stacklevel=2)
+            return False
 
     # -------------------------------------------------------------- roll-back
 
@@ -292,14 +302,26 @@ class _Run:
         """After a non-finite loss: raise, or restore the last good checkpoint and halve the
         learning rate (at most `config.nan_rollbacks` times)."""
         bad_step = self.monitor.nonfinite_step
+        # A checkpoint holds the weights after its step's update, which the next step's loss
+        # is the first to see: the checkpoint of the step before the bad one is ruined (its
+        # weights gave the non-finite loss), and only older ones are good. The ruined ones
+        # go, so that neither a roll-back nor a --resume returns to them.
+        self.manager.discard_after(bad_step - 2)
         good = self.manager.steps()
         where = (f"the last good checkpoint (step {good[-1]}) is in {self.manager.directory}"
-                 if good else "no checkpoint was written before it")
+                 if good else "no good checkpoint was written before it")
+        if bad_step <= 1:
+            raise FloatingPointError(
+                "The training loss was NaN or infinite at the first step, from the initial "
+                "weights: the data or the model's settings give a non-finite loss, which no "
+                "learning rate changes.")
         if self.rollbacks >= self.config.nan_rollbacks:
+            resume = ("Continue from it" if good else
+                      "Run it again from step 0 (which it then checkpoints)")
             raise FloatingPointError(
                 f"The training loss became NaN or infinite at step {bad_step}; {where}. "
-                f"Continue from it with --resume --nan-rollbacks N (it rolls back and halves "
-                f"the learning rate, up to N times), or start a new run with a lower "
+                f"{resume} with --resume --nan-rollbacks N (it rolls back and halves the "
+                f"learning rate, up to N times), or start a new run with a lower "
                 f"--learning-rate or --clipnorm in another --output directory."
             )
         if not good:
@@ -466,7 +488,7 @@ class _Monitor(keras.callbacks.Callback):
         self.progress.step(step, logs)
         every = self.run.config.checkpoint_every
         if self.stop_requested or (every and step % every == 0 and step < last):
-            self._checkpoint()
+            self.checkpoint()
         if self.stop_requested:
             self.interrupted_at = step
             self.model.stop_training = True
@@ -485,17 +507,17 @@ class _Monitor(keras.callbacks.Callback):
         self.log.write(epoch, last, logs or {"val_bpc": bpc})
         if self.best is None or bpc < self.best:
             self.best = bpc
-            _atomic_save(self.model, os.path.join(run.output_dir, BEST))
-            write_json_atomically(os.path.join(run.output_dir, BEST_INFO),
+            files.save_model(self.model, os.path.join(run.output_dir, BEST))
+            files.write_json(os.path.join(run.output_dir, BEST_INFO),
                                   {"val_bpc": bpc, "step": last})
-        self._checkpoint()
+        self.checkpoint()
         self.progress.validated(first, last, logs or {"val_bpc": bpc})
         self.eval_seconds += time.perf_counter() - started
         if self.stop_requested:
             self.interrupted_at = last
             self.model.stop_training = True
 
-    def _checkpoint(self):
+    def checkpoint(self):
         try:
             self.run.manager.save(self.model, self.run.meta)
         except OSError as error:  # e.g. a full disk: keep training, keep the old checkpoint
@@ -588,12 +610,7 @@ class ValidationLog:
     def keep_until(self, step):
         """Keeps the rows of the validations up to `step` (the step a run starts from)."""
         kept = [row for row in self.rows() if int(row["step"]) <= step]
-        temporary = self.path + ".tmp"
-        with open(temporary, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, self.COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(temporary, self.path)
+        files.write_csv(self.path, self.COLUMNS, kept)
 
     def write(self, epoch, step, logs):
         values = {"epoch": epoch, "step": step}
@@ -604,30 +621,8 @@ class ValidationLog:
             csv.DictWriter(handle, self.COLUMNS).writerow(values)
 
 
-def _atomic_save(model, path):
-    temporary = path + ".tmp.keras"
-    model.save(temporary)
-    os.replace(temporary, path)
-
-
-def write_json_atomically(path, value):
-    """Writes `value` as JSON to `path` via a temporary file of its own (so that two writers
-    never share one): a crash leaves the old file."""
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                         prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as output:
-            json.dump(value, output, indent=1)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def _read_json(path):
-    with open(path) as handle:
-        return json.load(handle)
+    return files.read_json(path)
 
 
 def _read_best(output_dir):

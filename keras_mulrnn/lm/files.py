@@ -1,0 +1,139 @@
+"""Writing a run's files: every write atomic, through one scheme.
+
+A file is written to a temporary of its own beside its target (unique, so that two writers
+never share one) and renamed over the target only once it is complete: a crash, a full disk
+or an interruption leaves the previous version. On any failure the temporary is removed, and
+an `OSError` (a full disk, a read-only folder, a quota) becomes a `WriteError` that names the
+file and says what to do. A new file gets the permissions that `open` would give it (the
+user's umask), not a temporary file's 0600.
+"""
+
+import contextlib
+import csv
+import errno
+import io
+import json
+import os
+import re
+import tempfile
+
+# The process's umask, read once (reading it means setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+# The names `replacing` gives its temporaries: `.NAME.RANDOM.tmp[SUFFIX]`.
+_TEMPORARY = re.compile(r"^\..+\.[^.]+\.tmp(\.[a-z]+)?$")
+
+
+class WriteError(OSError):
+    """A file of a run could not be written; its previous version, if any, is intact."""
+
+
+@contextlib.contextmanager
+def replacing(path, suffix=""):
+    """Yields the path of a new temporary file beside `path` (ending in `suffix`, for
+    writers that insist on one) for the block to write; then it replaces `path`."""
+    path = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.",
+                                             suffix=f".tmp{suffix}")
+        os.close(handle)
+    except OSError as error:
+        raise write_error(path, error) from None
+    try:
+        yield temporary
+        os.chmod(temporary, 0o666 & ~_UMASK)
+        os.replace(temporary, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        if isinstance(error, OSError) and not isinstance(error, WriteError):
+            raise write_error(path, error) from None
+        raise
+
+
+def remove_temporaries(*directories):
+    """Removes the temporaries that a killed writer left in `directories` (files of
+    `replacing`, folders of checkpoints): call it while holding them (`lock`)."""
+    import shutil
+
+    for directory in directories:
+        if not os.path.isdir(directory):
+            continue
+        for name in os.listdir(directory):
+            path = os.path.join(directory, name)
+            if _TEMPORARY.match(name) and os.path.isfile(path):
+                os.remove(path)
+            elif name.startswith(".tmp-") and os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def write_text(path, text):
+    """Writes `text` (UTF-8) to `path` atomically."""
+    with replacing(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_json(path, value):
+    """Writes `value` as JSON to `path` atomically."""
+    write_text(path, json.dumps(value, indent=1))
+
+
+def write_csv(path, columns, rows):
+    """Writes `rows` (dicts) under the header `columns` to `path` atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
+
+
+def save_model(model, path):
+    """Saves `model` as a `.keras` file at `path` atomically."""
+    with replacing(path, ".keras") as temporary:
+        model.save(temporary)
+
+
+class DamagedFile(ValueError):
+    """A file of a run that is not what the package wrote (cut short, edited, or not JSON)."""
+
+
+def read_json(path, numbers=()):
+    """The JSON object in `path`, whose keys `numbers` hold numbers (or null); a file that
+    is not such an object raises `DamagedFile` naming it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise DamagedFile(f"{os.fspath(path)!r} is damaged: it is not the JSON the package "
+                          f"wrote ({error}).") from None
+    if not isinstance(value, dict):
+        raise DamagedFile(f"{os.fspath(path)!r} is damaged: it holds no JSON object.")
+    for key in numbers:
+        figure = value.get(key)
+        if figure is not None and (isinstance(figure, bool)
+                                   or not isinstance(figure, (int, float))):
+            raise DamagedFile(f"{os.fspath(path)!r} is damaged: its {key!r} is {figure!r}, "
+                              f"not a number.")
+    return value
+
+
+def write_error(path, error):
+    """A `WriteError` naming `path`, what went wrong and what to do."""
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "Free space on that disk (or give another directory) and run again"
+    elif error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        advice = "Give a directory you can write to"
+    elif error.errno == errno.ENAMETOOLONG:
+        advice = "Give a shorter path"
+    else:
+        advice = "Check the directory and run again"
+    failure = WriteError(f"Could not write {path!r}: {reason}. {advice}; the previous "
+                         f"version of the file, if any, is kept.")
+    failure.errno = error.errno
+    return failure
