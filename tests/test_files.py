@@ -10,9 +10,11 @@ import keras
 import numpy as np
 import pytest
 
+from keras_mulrnn import backend
 from keras_mulrnn.data import Vocabulary
 from keras_mulrnn.lm import files
 from keras_mulrnn.lm.checkpoints import CheckpointManager
+from keras_mulrnn.lm.optimization import build_model
 from keras_mulrnn.lm.training import train
 from test_language_model import small_config, small_corpus, tiny_model
 
@@ -67,7 +69,9 @@ def test_a_model_that_cannot_be_saved_leaves_the_previous_file(tmp_path, monkeyp
 
 
 def test_a_checkpoint_that_cannot_be_written_is_named(tmp_path, monkeypatch):
-    model = tiny_model()
+    config = small_config()
+    model = build_model(small_corpus().vocabulary, config)
+    model.start_carry(config.batch_size, backend.make_distribution())
     manager = CheckpointManager(tmp_path / "checkpoints")
     monkeypatch.setattr(keras.Model, "save_weights", _full_disk)
     with pytest.raises(files.WriteError, match="ckpt.*No space left"):

@@ -210,7 +210,7 @@ class _Run:
         self.rollbacks = 0
         monitor.log.keep_until(start)
         if config.nan_rollbacks and not self.manager.steps():
-            monitor.checkpoint()  # something to roll back to from the first steps on
+            self.manager.save(model, self.meta)  # something to roll back to from the start
         monitor.progress.start(start)
         while True:
             for first, last in intervals(model_step(model), config.steps, config.eval_every):
