@@ -14,9 +14,9 @@ the table and the run goes on.
 2. Training throughput (chars/s) at the enwik8 model's size (2800 units, batch 128, sequence
    100, the byte embedding of 400): the shared mLSTM in `mixed_bfloat16`, and Keras's
    `keras.layers.LSTM` with the shared mLSTM's parameter count in float32, which on a GPU
-   takes cuDNN's path (cuDNN's RNN takes no bfloat16). Each row is 20 steps or more timed in
-   one `fit` call after a compiling one (no synchronisation per step) and says which path
-   it took: for Keras's LSTM, cuDNN or its plain scan (seen from the call Keras makes); for
+   takes cuDNN's path (cuDNN's RNN takes no bfloat16). Each row is 20 steps timed in one
+   `fit` call after warm-up steps that compile (no synchronisation per step) and says which
+   path it took: for Keras's LSTM, cuDNN or its plain scan (seen from the call Keras makes); for
    ours, the recurrence's layout (`keras_mulrnn.backend.recurrence()`).
 3. 100 steps of the enwik8 default model (`examples/train_enwik8.py`'s configuration, ~46M
    parameters, `--precision mixed_bfloat16`) on an enwik8-shaped random byte stream through
@@ -95,9 +95,7 @@ class Benchmark:
         print(f"\nTraining, batch {self.sizes['batch']} × {SEQ_LEN}, embedding {embedding}; "
               f"every recurrent layer has {budget:,} weights (±1%); {self.sizes['steps']} "
               f"steps timed in one fit call after {self.sizes['warmup']} compiling\n")
-        print("| model | units | rank | dtype | path | chars/s | vs Keras LSTM | GFLOP/s | "
-              "% of bf16 product |")
-        print("|---|---|---|---|---|---|---|---|---|", flush=True)
+        _table_header()
         self.row("shared", units, units, "mixed_bfloat16")
         self.row("keras", self.lstm_units, None, "float32")
         ours, theirs = (self.chars.get(key) for key in (("shared", "mixed_bfloat16"),
@@ -106,9 +104,8 @@ class Benchmark:
             print(f"\nshared mLSTM (mixed_bfloat16) / keras.layers.LSTM (float32): "
                   f"{ours / theirs:.2f}× the chars/s", flush=True)
         self.part("the enwik8 default model", self.main_job)
-        print("\n| model | units | rank | dtype | path | chars/s | vs Keras LSTM | GFLOP/s | "
-              "% of bf16 product |")
-        print("|---|---|---|---|---|---|---|---|---|", flush=True)
+        print()
+        _table_header()
         self.row("keras", self.lstm_units, None, "mixed_bfloat16")
         self.row("additive", self.lstm_units, None, "mixed_bfloat16")
         self.row("unshared", units, self.unshared_rank, "mixed_bfloat16")
@@ -294,11 +291,12 @@ def time_fit(model, batch, warmup, steps):
 
 
 class KerasLSTMPath:
-    """Which path Keras's LSTM took: on JAX, whether Keras called `jax.experimental.rnn.lstm`
-    (cuDNN) while tracing; on TensorFlow, whether the layer gave up XLA for cuDNN."""
+    """Which path Keras's LSTM took: on JAX, whether Keras's call of
+    `jax.experimental.rnn.lstm` (cuDNN) while tracing returned (Keras falls back to its scan
+    when it raises); on TensorFlow, whether the layer gave up XLA for cuDNN."""
 
     def __enter__(self):
-        self.calls, self.module, self.original = 0, None, None
+        self.attempts, self.calls, self.module, self.original = 0, 0, None, None
         try:
             import jax.experimental.rnn as module
         except ImportError:  # not JAX
@@ -306,8 +304,10 @@ class KerasLSTMPath:
         self.module, self.original = module, module.lstm
 
         def recorded(*args, **kwargs):
+            self.attempts += 1
+            result = self.original(*args, **kwargs)
             self.calls += 1
-            return self.original(*args, **kwargs)
+            return result
 
         module.lstm = recorded
         return self
@@ -321,7 +321,8 @@ class KerasLSTMPath:
 
         layer = model.layers[1]
         if backend.name() == "jax":
-            return "cuDNN" if self.calls else "scan"
+            return ("cuDNN" if self.calls else "scan (cuDNN declined)" if self.attempts
+                    else "scan")
         return "cuDNN" if not layer.supports_jit else "scan (XLA)"
 
 
@@ -385,6 +386,12 @@ def _opcode(line):
     else:
         rest = rest.split(" ", 1)[1] if " " in rest else rest
     return rest.split("(", 1)[0].strip()
+
+
+def _table_header():
+    print("| model | units | rank | dtype | path | chars/s | vs Keras LSTM | GFLOP/s | "
+          "% of bf16 product |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
 
 
 def _peak_memory():

@@ -24,6 +24,8 @@ import warnings
 _REGISTERING = ("keras_mulrnn.layers", "keras_mulrnn.lm.optimization")
 
 _PREFIX = "keras_mulrnn."
+# Marks the hook (a reloaded module's class is another class: an `isinstance` would miss it).
+_MARK = "_keras_mulrnn_registration"
 
 
 def register():
@@ -35,10 +37,28 @@ def register():
 
 def register_when_keras_loads():
     """Registers now if Keras is loaded, else once it is (see the module's docstring)."""
-    if "keras" in sys.modules and not _importing_package():
-        register()
-    elif not any(isinstance(finder, _Hook) for finder in sys.meta_path):
+    if _keras_loaded() and not _importing_package():
+        _register_or_warn()
+    elif not any(getattr(finder, _MARK, False) for finder in sys.meta_path):
         sys.meta_path.insert(0, _Hook())
+
+
+def _keras_loaded():
+    """Whether Keras is imported and done importing (not half-way, as when Keras's own
+    import leads to this package)."""
+    keras = sys.modules.get("keras")
+    return keras is not None and not getattr(getattr(keras, "__spec__", None),
+                                             "_initializing", False)
+
+
+def _register_or_warn():
+    try:
+        register()
+    except Exception as error:  # never make the user's own import fail
+        warnings.warn(f"keras_mulrnn could not register its classes with Keras "
+                      f"({type(error).__name__}: {error}); keras.saving.load_model will "
+                      f"not find them. keras_mulrnn.load_model still imports them itself.",
+                      RuntimeWarning, stacklevel=3)
 
 
 def _importing_package():
@@ -52,12 +72,14 @@ def _importing_package():
 
 
 def _unhook():
-    sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _Hook)]
+    sys.meta_path[:] = [finder for finder in sys.meta_path if not getattr(finder, _MARK, False)]
 
 
 class _Hook(importlib.abc.MetaPathFinder):
     """Finds `keras` and the package's modules with the other finders, and registers once
     Keras has loaded and none of the package's modules is still being imported."""
+
+    _keras_mulrnn_registration = True
 
     def find_spec(self, name, path=None, target=None):
         if name != "keras" and not name.startswith(_PREFIX):
@@ -90,14 +112,8 @@ class _ThenRegister(importlib.abc.Loader):
         spec.loader = module.__loader__ = self._loader
         self._loader.exec_module(module)
         spec._initializing = False  # what the import system sets right after this returns
-        if self._hook in sys.meta_path and "keras" in sys.modules and not _importing_package():
-            try:
-                register()
-            except Exception as error:  # never make the user's own import fail
-                warnings.warn(f"keras_mulrnn could not register its classes with Keras "
-                              f"({type(error).__name__}: {error}); keras.saving.load_model "
-                              f"will not find them. keras_mulrnn.load_model still imports "
-                              f"them itself.", RuntimeWarning, stacklevel=2)
+        if self._hook in sys.meta_path and _keras_loaded() and not _importing_package():
+            _register_or_warn()
 
     def __getattr__(self, name):  # anything else a loader offers
         return getattr(self._loader, name)

@@ -241,19 +241,23 @@ def test_strategies_of_another_backend_are_refused_by_name(tmp_path):
 
 # Keras made to believe that a GPU is there: its `_is_gpu_available` (patched in the module
 # object: the attribute path `keras.src.backend.jax.rnn` is shadowed by a function of that
-# name), and `jax.experimental.rnn.lstm` replaced by a recorder that declines, as Keras's own
-# fallback expects (the real one fails on a CPU in a way Keras does not catch).
+# name), and `jax.experimental.rnn.lstm` replaced by a recorder that answers as cuDNN would,
+# with outputs of the right shapes (the real one fails on a CPU in a way Keras does not
+# catch).
 CUDNN_PROBE = """
 import os, sys
 sys.path.insert(0, os.path.join(os.getcwd(), "benchmarks"))
 import jax.experimental.rnn
+import jax.numpy as jnp
 import keras
 sys.modules["keras.src.backend.jax.rnn"]._is_gpu_available = lambda: True
 calls = []
 
-def recorder(inputs, *args, **kwargs):
+def recorder(inputs, h_0, c_0, weights, seq_lengths, hidden_size, **kwargs):
     calls.append(str(inputs.dtype))
-    raise NotImplementedError("recorded")
+    batch, steps = inputs.shape[:2]
+    y = jnp.zeros((batch, steps, hidden_size), inputs.dtype) + jnp.sum(weights) * 0
+    return y, h_0, c_0
 
 jax.experimental.rnn.lstm = recorder
 import accelerator

@@ -110,3 +110,23 @@ def test_without_the_package_keras_cannot_load_its_files(saved_models):
                    str(saved_models))
     assert done.returncode != 0
     assert "MLSTM" in done.stderr
+
+
+def test_importing_the_package_while_keras_is_half_imported_waits_for_keras(saved_models):
+    """When Keras's own import leads to the package, registering at once would read a
+    half-made Keras: the package registers once Keras has finished loading."""
+    code = """
+import importlib.machinery, sys, types
+half = types.ModuleType("keras")  # Keras in the middle of its import
+half.__spec__ = importlib.machinery.ModuleSpec("keras", None)
+half.__spec__._initializing = True
+sys.modules["keras"] = half
+import keras_mulrnn
+del sys.modules["keras"]
+import keras
+keras.saving.load_model("layer.keras")
+print("loaded")
+"""
+    done = _python("jax", code, str(saved_models))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "loaded" in done.stdout

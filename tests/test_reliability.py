@@ -332,11 +332,13 @@ def test_bad_script_flags_fail_with_a_message(tmp_path, arguments, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_roll_back_never_returns_to_the_checkpoint_whose_weights_failed(tmp_path,
-                                                                          monkeypatch):
+@pytest.mark.parametrize("per_execution", [1, 2])
+def test_a_roll_back_never_returns_to_the_checkpoint_whose_weights_failed(
+        tmp_path, monkeypatch, per_execution):
     """With a checkpoint every step, the newest checkpoint before a non-finite loss holds
     the ruined weights: a roll-back goes to the one before it (it used to return to the
-    ruined one until the roll-backs ran out)."""
+    ruined one until the roll-backs ran out), also when the loss is seen once per execution
+    of several steps."""
     original = CheckpointManager.save
 
     def ruin_step_6(self, model, meta):
@@ -348,9 +350,10 @@ def test_a_roll_back_never_returns_to_the_checkpoint_whose_weights_failed(tmp_pa
 
     ruin_step_6.done = False
     monkeypatch.setattr(CheckpointManager, "save", ruin_step_6)
-    config = small_config(steps=10, eval_every=5, checkpoint_every=1, nan_rollbacks=2)
+    config = small_config(steps=12, eval_every=4, checkpoint_every=1, nan_rollbacks=2,
+                          steps_per_execution=per_execution)
     results = train(small_corpus(), config, tmp_path, verbose=0)
-    assert results["nan_rollbacks"] == 1 and results["steps"] == 10
+    assert results["nan_rollbacks"] == 1 and results["steps"] == 12
     assert np.isfinite(results["test_bpc"])
 
 

@@ -116,7 +116,8 @@ def plot(rows, project):
     axis.legend()
     figure.tight_layout()
     path = os.path.join(project, "bpc_vs_rank.png")
-    figure.savefig(path, dpi=120)
+    with files.replacing(path, ".png") as temporary:
+        figure.savefig(temporary, dpi=120)
     plt.close(figure)
     return path
 

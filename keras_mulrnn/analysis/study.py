@@ -226,7 +226,7 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     with hold_directory(output_dir, "plan of this study", wait=True):
         _record_plan(output_dir, arms, seeds, rates, fixed_rates, description)
-    finished = -1  # runs with results after the last pass
+    finished = None  # the runs with results after the last pass
     while True:
         chosen = {**select_rates(output_dir, arms, rates), **(fixed_rates or {})}
         runs = plan_runs(arms, seeds, rates, chosen)
@@ -239,16 +239,17 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
                 held = True  # another process of this study has it
         chosen = {**select_rates(output_dir, arms, rates), **(fixed_rates or {})}
         runs = plan_runs(arms, seeds, rates, chosen)
-        done = sum(_results(output_dir, run) is not None for run in runs)
-        if len(chosen) == len(arms) and done == len(runs):
+        done = {run.name for run in runs if _results(output_dir, run) is not None}
+        if len(chosen) == len(arms) and len(done) == len(runs):
             break
         if held:  # nothing left for this process but what the others are training
             time.sleep(POLL_SECONDS)
             continue
-        if done <= finished:  # a pass of this process alone that finished nothing new
+        if finished is not None and done <= finished:
+            # A pass of this process alone that finished nothing new: none ever will.
             raise RuntimeError(
                 f"The study in {output_dir!r} cannot finish: a pass over its runs finished "
-                f"none of the {len(runs) - done} left and no other process holds them. "
+                f"none of the {len(runs) - len(done)} left and no other process holds them. "
                 f"This is a defect of the study's plan; please report it with the command.")
         finished = done
     # Every process of the study ends here; one after the other, they write the same files.
@@ -273,7 +274,7 @@ def _record_plan(output_dir, arms, seeds, rates, fixed_rates, description):
     # A plan whose runs have not started (a first attempt refused for its data, say) may be
     # replaced; once runs exist, the same flags are required.
     if os.path.exists(path) and os.path.isdir(runs_dir) and os.listdir(runs_dir):
-        saved = _read_json(path)
+        saved = files.read_json(path)
         if [a["name"] for a in saved["arms"]] != [a["name"] for a in plan["arms"]] or (
                 saved["rates"] != plan["rates"]):
             raise ValueError(
@@ -316,17 +317,19 @@ def _run_one(corpus, run, position, output_dir, analysis, verbose):
     if results is None or not os.path.exists(os.path.join(directory, "model.keras")):
         if held_elsewhere(directory):
             raise DirectoryInUse(directory)
-        if not _train_one(corpus, run, position, directory, verbose):
+        if not _train_one(corpus, run, position, directory, verbose,
+                          resume=results is not None):
             return
     if analysis:
         with hold_directory(directory, "analysis"):
             analyse_run(corpus, directory)
 
 
-def _train_one(corpus, run, position, directory, verbose):
-    """Trains or resumes one run; returns whether it finished (rather than diverged)."""
+def _train_one(corpus, run, position, directory, verbose, resume=False):
+    """Trains or resumes one run (`resume`: it has results already, or checkpoints);
+    returns whether it finished (rather than diverged)."""
     checkpoints = os.path.join(directory, "checkpoints")
-    resume = os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
+    resume = resume or (os.path.isdir(checkpoints) and bool(os.listdir(checkpoints)))
     print(f"{position} {run.name}: {'resuming' if resume else 'training'} "
           f"(units {run.config.units}, rank {run.config.rank})", flush=True)
     try:
@@ -359,7 +362,7 @@ def analyse_run(corpus, directory, positions=1000, horizon=50):
 
     path = os.path.join(directory, "analysis.json")
     if os.path.exists(path):
-        return _read_json(path)
+        return files.read_json(path)
     model = load_model(os.path.join(directory, "model.keras"))
     recovery = error_recovery(model, corpus.test, positions=positions, horizon=horizon)
     result = {**recovery.summary(), "state_cosine": state_cosine(model, corpus.test)}
@@ -373,7 +376,7 @@ def analyse_run(corpus, directory, positions=1000, horizon=50):
 def collect(output_dir):
     """The finished runs of a study: one dict per run (results, learning curve, analysis,
     and its arm from `study.json`)."""
-    plan = _read_json(os.path.join(output_dir, STUDY_FILE))
+    plan = files.read_json(os.path.join(output_dir, STUDY_FILE))
     arms = {(a["family"], a["name"]): a for a in plan["arms"]}
     runs_dir = os.path.join(output_dir, "runs")
     finished = []
@@ -388,7 +391,7 @@ def collect(output_dir):
         run.update(name=name, arm=arms.get((family, arm_name)),
                    curve=_validation_curve(os.path.join(directory, "log.csv")))
         analysis = os.path.join(directory, "analysis.json")
-        run["analysis"] = _read_json(analysis) if os.path.exists(analysis) else None
+        run["analysis"] = files.read_json(analysis) if os.path.exists(analysis) else None
         if run["arm"] is not None:
             finished.append(run)
     if not finished:
@@ -727,7 +730,8 @@ def _plot(runs, output_dir):
                     draw(axis, family, name, group)
             axis.legend(fontsize=8)
         figure.tight_layout()
-        figure.savefig(os.path.join(output_dir, file_name), dpi=100)
+        with files.replacing(os.path.join(output_dir, file_name), ".png") as temporary:
+            figure.savefig(temporary, dpi=100)
         pyplot.close(figure)
     return [(title, name) for title, name, _ in plots]
 
@@ -743,10 +747,6 @@ def _check_same_config(results, directory, run):
             f"({', '.join(f'{k}: {saved.get(k)!r} vs {wanted[k]!r}' for k in differing)}). "
             f"Use the same flags to continue this study, or another --output directory."
         )
-
-
-def _read_json(path):
-    return files.read_json(path)
 
 
 def _write_csv(path, columns, rows):

@@ -86,9 +86,12 @@ def rows(tensor):
     return ops.reshape(tensor, (-1, tensor.shape[-1]))
 
 
-def weight_gradients(cell, rows_product, h_rows, d_r_rows, m_rows=None, d_mh_rows=None):
+def weight_gradients(cell, recurrent, rows_product, h_rows, d_r_rows, m_rows=None,
+                     d_mh_rows=None):
     """The recurrent weight gradients of one chunk, each one product over all its rows (one
-    batched product for a stack of blocks), in float32, in the order of `recurrent_inputs`.
+    batched product for a stack of blocks), in float32, in the order of `recurrent`
+    (`recurrent_inputs`, whose layout they follow: the backward pass may be traced apart
+    from the forward one).
 
     `rows_product(a, b)` is the backend's `aᵀ b` for `a` `(rows, x)` and `b` `(rows, y)`
     (or `(rows, groups, ·)`, per group): a contraction over the long rows dimension, which
@@ -96,8 +99,7 @@ def weight_gradients(cell, rows_product, h_rows, d_r_rows, m_rows=None, d_mh_row
     if not cell.multiplicative:
         return [rows_product(h_rows, d_r_rows)]
     groups, widths = len(cell.groups), cell.group_widths()
-    layout = cell.transition_layout()
-    if layout == "batched":
+    if len(recurrent) == 2 and len(recurrent[1].shape) == 3:  # one stack of the blocks
         transition = [rows_product(ops.reshape(m_rows, (-1, groups, cell.rank)),
                                    ops.reshape(d_r_rows, (-1, groups, widths[0])))]
     else:

@@ -1,3 +1,4 @@
 """The character language-model toolkit: the model, training, checkpoints, evaluation,
-generation and the command line. Its modules import Keras only when they are used, so that
-the programs can parse their arguments before the backend loads."""
+generation and the command line. The command line's modules (`cli`, `commands`, `config`,
+`interruption`, `lock`, `files`) import no Keras, so that the programs parse their arguments
+before the backend loads; the others import it."""

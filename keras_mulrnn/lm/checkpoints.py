@@ -16,7 +16,6 @@ message, unless an older one of the same directory fits the run.
 import json
 import os
 import shutil
-import tempfile
 import warnings
 
 import numpy as np
@@ -80,7 +79,8 @@ class CheckpointManager:
         temporary = None
         try:
             # A folder of its own (`files` says why), renamed into place once complete.
-            temporary = tempfile.mkdtemp(dir=self.directory, prefix=f".tmp-{PREFIX}{step:09d}-")
+            temporary = files.unique_path(self.directory, f".tmp-{PREFIX}{step:09d}-", "",
+                                          os.mkdir)
             model.save_weights(os.path.join(temporary, "model.weights.h5"))
             np.savez(os.path.join(temporary, "carry.npz"), *carry)
             np.savez(os.path.join(temporary, "random.npz"),

@@ -5,7 +5,7 @@ never share one) and renamed over the target only once it is complete: a crash, 
 or an interruption leaves the previous version. On any failure the temporary is removed, and
 an `OSError` (a full disk, a read-only folder, a quota) becomes a `WriteError` that names the
 file and says what to do. A new file gets the permissions that `open` would give it (the
-user's umask), not a temporary file's 0600.
+user's umask), not a temporary file's private 0600.
 """
 
 import contextlib
@@ -15,11 +15,8 @@ import io
 import json
 import os
 import re
-import tempfile
+import secrets
 
-# The process's umask, read once (reading it means setting it).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 # The names `replacing` gives its temporaries: `.NAME.RANDOM.tmp[SUFFIX]`.
@@ -37,14 +34,12 @@ def replacing(path, suffix=""):
     path = os.fspath(path)
     directory, name = os.path.split(os.path.abspath(path))
     try:
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.",
-                                             suffix=f".tmp{suffix}")
-        os.close(handle)
+        temporary = unique_path(directory, f".{name}.", f".tmp{suffix}",
+                                lambda new: os.close(os.open(new, _NEW_FILE, 0o666)))
     except OSError as error:
         raise write_error(path, error) from None
     try:
         yield temporary
-        os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, path)
     except BaseException as error:
         with contextlib.suppress(OSError):
@@ -52,6 +47,23 @@ def replacing(path, suffix=""):
         if isinstance(error, OSError) and not isinstance(error, WriteError):
             raise write_error(path, error) from None
         raise
+
+
+# A file that must not exist yet; the kernel applies the umask to its mode, as for any file.
+_NEW_FILE = os.O_CREAT | os.O_EXCL | os.O_WRONLY
+
+
+def unique_path(directory, prefix, suffix, make):
+    """A new path `directory/PREFIX<random>SUFFIX`, made by `make(path)` (which must fail
+    with `FileExistsError` if the path exists), e.g. an empty file or a folder with the
+    user's permissions (`tempfile`'s are private)."""
+    while True:
+        path = os.path.join(directory, f"{prefix}{secrets.token_hex(4)}{suffix}")
+        try:
+            make(path)
+            return path
+        except FileExistsError:
+            continue
 
 
 def remove_temporaries(*directories):

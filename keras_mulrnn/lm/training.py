@@ -191,7 +191,7 @@ class _Run:
         if start >= config.steps and self._finished_outputs():
             print(f"This run finished all {config.steps} steps earlier; its results are in "
                   f"{os.path.join(self.chief_dir, RESULTS)}.")
-            return _read_json(os.path.join(self.chief_dir, RESULTS))
+            return files.read_json(os.path.join(self.chief_dir, RESULTS))
 
         started = time.perf_counter()
         self._fit(start, signals)
@@ -209,7 +209,7 @@ class _Run:
         callbacks.extend(self.extra_callbacks)
         self.rollbacks = 0
         monitor.log.keep_until(start)
-        if config.nan_rollbacks and not self.manager.steps():
+        if config.nan_rollbacks and start == 0:  # (every worker has the same start)
             self.manager.save(model, self.meta)  # something to roll back to from the start
         monitor.progress.start(start)
         while True:
@@ -273,6 +273,8 @@ class _Run:
             "strategy": config.strategy,
             "code": code_version(),
         }
+        if not steps_run:  # a finished run evaluated again: its training's figures stand
+            results.update(self._previous_speed())
         results_path = os.path.join(self.output_dir, RESULTS)
         files.write_json(results_path, results)
         files.save_model(model, os.path.join(self.output_dir, FINAL))
@@ -282,6 +284,16 @@ class _Run:
                                            seed=config.seed)
         files.write_json(results_path, results)
         return results
+
+    def _previous_speed(self):
+        """The speed figures of this run's earlier `results.json`, if it is readable."""
+        try:
+            previous = files.read_json(os.path.join(self.chief_dir, RESULTS),
+                                       ("chars_per_sec", "train_seconds"))
+        except (OSError, files.DamagedFile):
+            return {}
+        return {key: previous.get(key) for key in ("chars_per_sec", "train_seconds")
+                if previous.get(key) is not None}
 
     def _finished_outputs(self):
         """Whether the results and the final model of a finished run are all there (a
@@ -304,13 +316,16 @@ class _Run:
         bad_step = self.monitor.nonfinite_step
         # A checkpoint holds the weights after its step's update, which the next step's loss
         # is the first to see: the checkpoint of the step before the bad one is ruined (its
-        # weights gave the non-finite loss), and only older ones are good. The ruined ones
-        # go, so that neither a roll-back nor a --resume returns to them.
-        self.manager.discard_after(bad_step - 2)
+        # weights gave the non-finite loss), and only older ones are good. With several
+        # steps per execution the loss is seen once per execution: the bad step may be its
+        # first. The ruined ones go, so that neither a roll-back nor a --resume returns to
+        # them.
+        per_execution = self.config.steps_per_execution
+        self.manager.discard_after(bad_step - per_execution - 1)
         good = self.manager.steps()
         where = (f"the last good checkpoint (step {good[-1]}) is in {self.manager.directory}"
                  if good else "no good checkpoint was written before it")
-        if bad_step <= 1:
+        if bad_step == 1:
             raise FloatingPointError(
                 "The training loss was NaN or infinite at the first step, from the initial "
                 "weights: the data or the model's settings give a non-finite loss, which no "
@@ -621,15 +636,11 @@ class ValidationLog:
             csv.DictWriter(handle, self.COLUMNS).writerow(values)
 
 
-def _read_json(path):
-    return files.read_json(path)
-
-
 def _read_best(output_dir):
     path = os.path.join(output_dir, BEST_INFO)
     if os.path.exists(path):
         try:
-            return float(_read_json(path)["val_bpc"])
+            return float(files.read_json(path)["val_bpc"])
         except (OSError, ValueError, KeyError, TypeError):
             return None  # a damaged record: the next validation writes a new one
     return None

@@ -99,11 +99,11 @@ def _backward(cell, sequence, mask, states0, recurrent, kept, d_outputs, d_final
                                                   reverse=True, unroll=unroll)
         h_rows = plan.rows((h_prev[start:end] * mask).astype(sequence.dtype))
         if cell.multiplicative:
-            grads = plan.weight_gradients(cell, rows_product, h_rows, plan.rows(d_r),
+            grads = plan.weight_gradients(cell, recurrent, rows_product, h_rows, plan.rows(d_r),
                                           m_rows=plan.rows(products[0][start:end]),
                                           d_mh_rows=plan.rows(d_mh))
         else:
-            grads = plan.weight_gradients(cell, rows_product, h_rows, plan.rows(d_r))
+            grads = plan.weight_gradients(cell, recurrent, rows_product, h_rows, plan.rows(d_r))
         d_weights = [total + g for total, g in zip(d_weights, grads)]
         d_sequence.insert(0, d_x)
     d_recurrent = tuple(g.astype(w.dtype) for g, w in zip(d_weights, recurrent))

@@ -105,11 +105,11 @@ def _backward(cell, sequence, mask, states0, recurrent, saved, d_outputs, d_fina
         h_rows = plan.rows(tf.cast(h_prev[start:end] * mask, sequence.dtype))
         if cell.multiplicative:
             grads = plan.weight_gradients(
-                cell, rows_product, h_rows, plan.rows(arrays[0].stack()),
+                cell, recurrent, rows_product, h_rows, plan.rows(arrays[0].stack()),
                 m_rows=plan.rows(products[0].gather(tf.range(start, end))),
                 d_mh_rows=plan.rows(arrays[1].stack()))
         else:
-            grads = plan.weight_gradients(cell, rows_product, h_rows,
+            grads = plan.weight_gradients(cell, recurrent, rows_product, h_rows,
                                           plan.rows(arrays[0].stack()))
         d_weights = [total + g for total, g in zip(d_weights, grads)]
     d_recurrent = [tf.cast(g, w.dtype) for g, w in zip(d_weights, recurrent)]
