@@ -60,8 +60,10 @@ setup(
     extras_require={
         # The tests exercise every optional part: tuning, the plots, TFDS, the JAX backend;
         # pytest-xdist runs them on every core (`-n auto`).
-        # `build` makes the sdist and the wheel that the tests install.
-        "tests": ["pytest>=8.0", "pytest-xdist>=3.2", "build>=1.0"] + TUNING + TFDS + JAX,
+        # `build` makes the sdist and the wheel that the tests install, offline, with this
+        # environment's setuptools and wheel (pyproject.toml's build requirements).
+        "tests": ["pytest>=8.0", "pytest-xdist>=3.2", "build>=1.0", "setuptools>=61",
+                  "wheel"] + TUNING + TFDS + JAX,
         "jax": JAX,
         "tuning": TUNING,
         "tfds": TFDS,

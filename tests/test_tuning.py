@@ -220,10 +220,12 @@ def test_overwrite_never_deletes_a_running_search(tmp_path, data):
 
 
 def test_overwrite_starts_the_search_anew(tmp_path, data):
-    search.main(_search_args(tmp_path, data, "--max-trials", "1"))
-    (tmp_path / "p" / "stale.txt").write_text("from before")
-    search.main(_search_args(tmp_path, data, "--max-trials", "1", "--overwrite"))
-    assert not (tmp_path / "p" / "stale.txt").exists()
+    (tmp_path / "p" / "trial_99").mkdir(parents=True)  # an earlier search's files
+    (tmp_path / "p" / "trial_99" / "trial.json").write_text("{}")
+    search.main(_search_args(tmp_path, data, "--max-trials", "1", "--overwrite",
+                             "--parametrization", "shared", "--rank-ratio", "0.5",
+                             "--steps-per-trial", "2"))
+    assert not (tmp_path / "p" / "trial_99").exists()
     assert len(_trials(tmp_path)) == 1
 
 
