@@ -43,6 +43,8 @@ from keras_mulrnn.lm import files
 from keras_mulrnn.lm.config import TrainConfig
 from keras_mulrnn.lm.lock import DirectoryInUse, held_elsewhere, hold_directory
 from keras_mulrnn.lm.training import (
+    FINAL,
+    RESULTS,
     TrainingInterrupted,
     ValidationLog,
     check_run,
@@ -294,7 +296,7 @@ def _recurrent_params(config):
 def _results(output_dir, run):
     """The results of a finished run, or None: not finished, or its `results.json` is
     damaged (then the run is resumed, which evaluates it again and rewrites the file)."""
-    path = os.path.join(output_dir, "runs", run.name, "results.json")
+    path = os.path.join(output_dir, "runs", run.name, RESULTS)
     if not os.path.exists(path):
         return None
     try:
@@ -314,7 +316,7 @@ def _run_one(corpus, run, position, output_dir, analysis, verbose):
             return  # nothing to analyse
     # A run killed between its results and its final model is resumed too: a finished run's
     # `--resume` writes what is missing from its checkpoints.
-    if results is None or not os.path.exists(os.path.join(directory, "model.keras")):
+    if results is None or not os.path.exists(os.path.join(directory, FINAL)):
         if held_elsewhere(directory):
             raise DirectoryInUse(directory)
         if not _train_one(corpus, run, position, directory, verbose,
@@ -347,7 +349,7 @@ def _train_one(corpus, run, position, directory, verbose, resume=False):
         # never chosen; a seed that diverges is left out of the comparisons) rather than
         # stopping the study.
         print(f"{position} {run.name}: diverged ({error})", flush=True)
-        files.write_json(os.path.join(directory, "results.json"),
+        files.write_json(os.path.join(directory, RESULTS),
                          {"diverged": str(error), "valid_bpc": None, "test_bpc": None,
                           "config": dataclasses.asdict(run.config)})
         return False
@@ -363,7 +365,7 @@ def analyse_run(corpus, directory, positions=1000, horizon=50):
     path = os.path.join(directory, "analysis.json")
     if os.path.exists(path):
         return files.read_json(path)
-    model = load_model(os.path.join(directory, "model.keras"))
+    model = load_model(os.path.join(directory, FINAL))
     recovery = error_recovery(model, corpus.test, positions=positions, horizon=horizon)
     result = {**recovery.summary(), "state_cosine": state_cosine(model, corpus.test)}
     files.write_json(path, result)
@@ -382,9 +384,9 @@ def collect(output_dir):
     finished = []
     for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else ():
         directory = os.path.join(runs_dir, name)
-        if not os.path.exists(os.path.join(directory, "results.json")):
+        if not os.path.exists(os.path.join(directory, RESULTS)):
             continue
-        run = files.read_json(os.path.join(directory, "results.json"), RESULT_FIGURES)
+        run = files.read_json(os.path.join(directory, RESULTS), RESULT_FIGURES)
         if run.get("diverged"):
             continue  # left out of every table (its rate was not chosen, or it is a lost seed)
         family, arm_name = run["config"]["family"], name.split("-lr")[0].split("-", 1)[1]

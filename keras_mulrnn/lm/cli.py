@@ -8,6 +8,7 @@ quietly: TensorFlow's start-up logs go to /dev/null unless `--verbose` is given.
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -300,8 +301,6 @@ def comma_list(text, kind, flag, positive=False):
     """The values of a comma-separated flag, converted to `kind`. An empty item
     (`0.005,,0.01`), a value given twice (a study whose arms repeat) and, with `positive`, a
     value that is not a finite number > 0 are refused with a message naming `flag`."""
-    import math
-
     items = [item.strip() for item in text.split(",")]
     if not any(items):
         raise ValueError(f"{flag} {text!r} gives no values.")

@@ -16,11 +16,12 @@ import json
 import os
 import re
 import secrets
-
-
+import shutil
 
 # The names `replacing` gives its temporaries: `.NAME.RANDOM.tmp[SUFFIX]`.
 _TEMPORARY = re.compile(r"^\..+\.[^.]+\.tmp(\.[a-z]+)?$")
+# A file that must not exist yet; the kernel applies the umask to its mode, as for any file.
+_NEW_FILE = os.O_CREAT | os.O_EXCL | os.O_WRONLY
 
 
 class WriteError(OSError):
@@ -49,10 +50,6 @@ def replacing(path, suffix=""):
         raise
 
 
-# A file that must not exist yet; the kernel applies the umask to its mode, as for any file.
-_NEW_FILE = os.O_CREAT | os.O_EXCL | os.O_WRONLY
-
-
 def unique_path(directory, prefix, suffix, make):
     """A new path `directory/PREFIX<random>SUFFIX`, made by `make(path)` (which must fail
     with `FileExistsError` if the path exists), e.g. an empty file or a folder with the
@@ -69,8 +66,6 @@ def unique_path(directory, prefix, suffix, make):
 def remove_temporaries(*directories):
     """Removes the temporaries that a killed writer left in `directories` (files of
     `replacing`, folders of checkpoints): call it while holding them (`lock`)."""
-    import shutil
-
     for directory in directories:
         if not os.path.isdir(directory):
             continue
