@@ -71,6 +71,7 @@ def rank_for_budget(
             f"{family}/{parametrization} cell with units={units} and input_dim={input_dim} "
             f"has {count(1)} parameters at rank 1. Give a larger budget or fewer units."
         )
+    _check_near(budget, count(rank), f"rank {rank}", f"{family}/{parametrization}")
     return rank
 
 
@@ -114,4 +115,22 @@ def units_for_budget(family, parametrization, input_dim, budget, rank_ratio=1.0,
     while high - low > 1:  # the count grows with the units: bisect
         middle = (low + high) // 2
         low, high = (middle, high) if count(middle) < budget else (low, middle)
-    return min((low, high), key=lambda units: abs(count(units) - budget))
+    units = min((low, high), key=lambda units: abs(count(units) - budget))
+    _check_near(budget, count(units), f"{units} units", f"{family}/{parametrization}")
+    return units
+
+
+# How far a size derived from a budget may be from it: beyond this, one step of the units
+# or the rank is too coarse for models that differ in their parametrization to count as
+# the same size.
+BUDGET_TOLERANCE = 0.05
+
+
+def _check_near(budget, count, size, cell):
+    if abs(count - budget) > BUDGET_TOLERANCE * budget:
+        raise ValueError(
+            f"Invalid value for argument `budget`: received budget={budget}, but the "
+            f"{cell} cell nearest to it ({size}) has {count} parameters, "
+            f"{abs(count - budget) / budget:.0%} away: at this size one step is too coarse "
+            f"for cells of different parametrizations to be the same size (within "
+            f"{BUDGET_TOLERANCE:.0%}). Give a larger budget.")

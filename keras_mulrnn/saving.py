@@ -21,7 +21,8 @@ from keras_mulrnn.lm.model import CharLanguageModel
 
 def load_model(path, compile=False):
     """Loads a `.keras` model file in safe mode (no Python code from the file runs)."""
-    path = check_file(path, "model file")
+    path = check_file(path, "model file",
+                      holds="a model that training saved (model.keras or best.keras)")
     if not zipfile.is_zipfile(path):
         raise ValueError(
             f"{path!r} is not a Keras model file (a .keras file is a zip archive holding "

@@ -496,11 +496,15 @@ def test_an_interrupted_and_resumed_run_logs_as_an_uninterrupted_one(tmp_path):
     train(small_corpus(), config, tmp_path / "cut", resume=True, verbose=0)
     whole, cut = ((tmp_path / name / "log.csv").read_text().splitlines()
                   for name in ("whole", "cut"))
-    assert whole[0] == cut[0] == "epoch,step,loss,bpc,val_bpc"
+    assert whole[0] == cut[0] == "epoch,step,loss,bpc,val_bpc,loss_steps"
     # The same validations, the same figures (the training loss of the interval that the
     # interruption cut averages the steps run after the resume, so it is left out).
     column = [row.split(",") for row in whole[1:]], [row.split(",") for row in cut[1:]]
     assert [(r[0], r[1], r[4]) for r in column[0]] == [(r[0], r[1], r[4]) for r in column[1]]
+    # ... and its row says so: the resume (from the checkpoint of step 7) ran step 8 alone
+    # of the interval 5–8.
+    assert [r[5] for r in column[0]] == ["4", "4", "4"]
+    assert [r[5] for r in column[1]] == ["4", "1", "4"]
 
 
 def test_a_signal_after_the_last_step_stops_the_run_before_its_final_evaluation(tmp_path):

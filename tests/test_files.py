@@ -4,7 +4,11 @@ nothing, no temporary is left, and new files get the user's permissions."""
 import errno
 import json
 import os
+import re
+import shutil
 import stat
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -17,6 +21,8 @@ from keras_mulrnn.lm.checkpoints import CheckpointManager
 from keras_mulrnn.lm.optimization import build_model
 from keras_mulrnn.lm.training import train
 from test_language_model import small_config, small_corpus, tiny_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _full_disk(*args, **kwargs):
@@ -77,6 +83,72 @@ def test_a_checkpoint_that_cannot_be_written_is_named(tmp_path, monkeypatch):
     with pytest.raises(files.WriteError, match="ckpt.*No space left"):
         manager.save(model, {"config": {}})
     assert not os.listdir(manager.directory)
+
+
+def test_a_disk_without_room_for_a_model_is_refused_before_writing(tmp_path, monkeypatch):
+    """HDF5 that meets a full disk half-way can crash the interpreter: the room is checked
+    first, against an estimate that is never below the file's real size."""
+    model = tiny_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    path = tmp_path / "best.keras"
+    files.save_model(model, path)
+    before, size = path.read_bytes(), os.path.getsize(path)
+    assert size <= files.saved_size(model) <= 2 * size + (1 << 20)
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: real(where)._replace(free=size))
+    written = []
+    monkeypatch.setattr(keras.Model, "save", lambda *args, **kwargs: written.append(args))
+    with pytest.raises(files.WriteError, match=r"best.keras.*: [\d,]+ bytes free on its "
+                                               r"disk, about [\d,]+ needed. Free space"):
+        files.save_model(model, path)
+    assert not written and path.read_bytes() == before and not _leftovers(tmp_path)
+
+
+def test_a_checkpoint_without_room_is_refused_before_writing(tmp_path, monkeypatch):
+    config = small_config()
+    model = build_model(small_corpus().vocabulary, config)
+    model.start_carry(config.batch_size, backend.make_distribution())
+    manager = CheckpointManager(tmp_path / "checkpoints")
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: real(where)._replace(free=1000))
+    monkeypatch.setattr(keras.Model, "save_weights", _full_disk)  # not reached
+    with pytest.raises(files.WriteError, match=r"ckpt-000000000': 1,000 bytes free"):
+        manager.save(model, {"config": {}})
+    assert not os.listdir(manager.directory)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB file system (a tmpfs: mounting one needs root, as on the CI machine)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.slow
+def test_a_really_full_disk_stops_the_run_with_one_message(small_disk):
+    """Once crashed with a segmentation fault after dozens of HDF5 tracebacks."""
+    output = small_disk / "run"
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "train_text.py"), "--quick",
+         "--steps", "12", "--eval-every", "6", "--checkpoint-every", "3",
+         "--valid-symbols", "2000", "--sample-length", "0", "--output", str(output)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 1, (done.returncode, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr and "HDF5" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.count("error:") == 1
+    assert re.search(r"error: Could not write .*(model|best).keras.*bytes free on its disk",
+                     done.stderr), done.stderr[-3000:]
+    assert "warning: Could not write the checkpoint" in done.stderr  # training went on
+    for directory in (output, output / "checkpoints"):
+        assert not [name for name in os.listdir(directory) if "tmp" in name]
 
 
 def test_a_killed_writers_temporaries_are_removed_by_the_next_run(tmp_path):

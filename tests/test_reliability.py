@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import warnings
+import zipfile
 
 import keras
 import numpy as np
@@ -173,7 +174,7 @@ class _InjectNaN(keras.callbacks.Callback):
             self.done = True
 
 
-def test_nan_stops_at_its_step_with_the_last_good_checkpoint_intact(tmp_path):
+def test_nan_stops_at_its_step_with_the_last_good_checkpoint_intact(tmp_path, capsys):
     """The checkpoint of step 6 holds the weights that step 7's loss saw, and replaying
     step 7 from them gives the same loss whatever the learning rate: only older checkpoints
     are good, and step 6's is discarded so that nothing returns to it."""
@@ -181,6 +182,7 @@ def test_nan_stops_at_its_step_with_the_last_good_checkpoint_intact(tmp_path):
     with pytest.raises(FloatingPointError, match=r"at step 7; the last good checkpoint "
                                                  r"\(step 4\)"):
         train(small_corpus(), config, tmp_path, verbose=0, extra_callbacks=[_InjectNaN(7)])
+    assert "Invalid loss" not in capsys.readouterr().out  # ours is the one message
     manager = CheckpointManager(tmp_path / "checkpoints")
     assert manager.steps()[-1] == 4
     model = build_model(small_corpus().vocabulary, config)
@@ -302,7 +304,48 @@ BAD_INPUTS = [
      PermissionError, "not writable"),
     ("model file that does not exist", lambda t: km.load_model(t / "model.keras"),
      FileNotFoundError, "does not exist"),
+    ("data file in a loop of symbolic links", lambda t: load_text(_link_loop(t)),
+     OSError, "loop of symbolic links"),
+    ("model file a dangling symbolic link",
+     lambda t: (os.symlink(t / "gone.keras", t / "link.keras"),
+                km.load_model(t / "link.keras")),
+     FileNotFoundError, "symbolic link to .*gone.keras.*which does not exist"),
+    ("empty model file", lambda t: km.load_model(_text_file(t, "", "empty.txt")),
+     ValueError, "is empty. Give a file with a model that training saved"),
+    ("PTB file of words", lambda t: load_ptb(_ptb_of_words(t)), ValueError,
+     "holds 'the', more than one character between spaces"),
+    ("model file whose vocabulary was edited", lambda t: km.load_model(_edited_model(t)),
+     ValueError, "single characters, not 'It'"),
 ]
+
+
+def _edited_model(tmp_path):
+    """A model file whose vocabulary holds a symbol of two characters."""
+    path = tmp_path / "edited.keras"
+    tiny_model().save(path)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = members["config.json"].decode()
+    assert '"symbols": ["\\n", " ", ' in config, config[:2000]
+    members["config.json"] = config.replace('"symbols": ["\\n", " ", ',
+                                            '"symbols": ["\\n", " ", "It", ', 1).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _link_loop(tmp_path):
+    os.symlink(tmp_path / "b.txt", tmp_path / "a.txt")
+    os.symlink(tmp_path / "a.txt", tmp_path / "b.txt")
+    return tmp_path / "a.txt"
+
+
+def _ptb_of_words(tmp_path):
+    (tmp_path / "ptb").mkdir()
+    for split in ("train", "valid", "test"):
+        (tmp_path / "ptb" / f"ptb.char.{split}.txt").write_text("t h e _ c a t\nthe cat\n")
+    return tmp_path / "ptb"
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
@@ -315,7 +358,9 @@ def test_bad_input(tmp_path, case):
             action(tmp_path)
     if "checkpoint" not in case[0]:  # those two make a real first run on purpose
         created = set(os.listdir(tmp_path)) - before
-        leftover = [name for name in created if name not in ("bin.txt", "empty.txt", "file", "ptb")]
+        ours = ("bin.txt", "empty.txt", "file", "ptb", "a.txt", "b.txt", "link.keras",
+                "edited.keras")
+        leftover = [name for name in created if name not in ours]
         assert not leftover, f"partial output left behind: {leftover}"
 
 
@@ -379,3 +424,33 @@ def test_a_damaged_results_file_is_written_again_by_resume(tmp_path):
         again = train(small_corpus(), config, tmp_path, resume=True, verbose=0)
     assert again["test_bpc"] == pytest.approx(first["test_bpc"], rel=1e-6)
     assert json.loads((tmp_path / "results.json").read_text())["test_bpc"] == again["test_bpc"]
+
+
+def test_a_run_that_ends_at_a_uniform_guess_is_recorded_as_diverged(tmp_path):
+    """Divergence without a NaN: a rate far too high ends no better than log2(V) bits. The
+    run's files are complete (it exits as finished) but results.json and a warning say so;
+    a run that learned is not flagged."""
+    corpus = small_corpus()
+    uniform = np.log2(len(corpus.vocabulary))
+    with pytest.warns(UserWarning, match="no better than a uniform guess"):
+        wild = train(corpus, small_config(steps=24, learning_rate=5.0, clipnorm=None),
+                     tmp_path / "wild", verbose=0)
+    assert wild["valid_bpc"] >= uniform - 0.05 and wild["diverged"] is True
+    assert json.loads((tmp_path / "wild" / "results.json").read_text())["diverged"] is True
+    assert wild["uniform_bpc"] == pytest.approx(uniform)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        calm = train(corpus, small_config(steps=24), tmp_path / "calm", verbose=0)
+    assert calm["valid_bpc"] < uniform - 0.05 and calm["diverged"] is False
+
+
+def test_a_changed_sample_length_on_a_finished_run_writes_a_new_sample(tmp_path, capsys):
+    config = small_config(steps=4, eval_every=2, sample_length=5)
+    first = train(small_corpus(), config, tmp_path, verbose=0)
+    assert len(first["sample"]) == 5
+    config.sample_length = 12  # an operational setting: a resumed run may change it
+    again = train(small_corpus(), config, tmp_path, resume=True, verbose=0)
+    assert "asks for another" in capsys.readouterr().out
+    assert len(again["sample"]) == 12 and again["sample"].startswith(first["sample"])
+    assert again["test_bpc"] == pytest.approx(first["test_bpc"], rel=1e-6)
+    assert json.loads((tmp_path / "results.json").read_text())["sample"] == again["sample"]

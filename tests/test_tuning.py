@@ -248,3 +248,23 @@ def test_an_oracle_port_out_of_range_is_a_usage_error(tmp_path, data, port):
         search.parse_args(_search_args(tmp_path, data, "--chief", "--oracle-ip", "127.0.0.1",
                                        "--oracle-port", port))
     assert stop.value.code == 2
+
+
+@pytest.mark.parametrize("name,advice", [
+    ("oracle.json", "Restore it, or start the search over with --overwrite."),
+    ("tuner0.json", "Restore it, or start the search over with --overwrite."),
+    (os.path.join("trial_1", "trial.json"), "delete the folder .*trial_1.* \\(the search "
+                                            "forgets that trial"),
+])
+def test_a_damaged_project_file_is_named_before_the_search_resumes(tmp_path, data, name,
+                                                                    advice):
+    """keras-tuner's own reload fails with a JSON parser message that names no file."""
+    project = tmp_path / "p"
+    for good in ("oracle.json", "tuner0.json", os.path.join("trial_0", "trial.json"),
+                 os.path.join("trial_1", "trial.json")):
+        (project / good).parent.mkdir(parents=True, exist_ok=True)
+        (project / good).write_text('{"written": "whole"}')
+    (project / name).write_text('{"trial_id": "01", "hyperpa')  # cut short by a kill
+    with pytest.raises(ValueError, match=f"{name}' is damaged: .*{advice}"):
+        search.main(_search_args(tmp_path, data, "--max-trials", "1"))
+    assert (project / name).read_text() == '{"trial_id": "01", "hyperpa'  # nothing touched

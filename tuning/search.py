@@ -23,12 +23,14 @@ if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
 import argparse
 import contextlib
 import dataclasses
+import glob
 import os
+import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_mulrnn.lm import cli  # noqa: E402
+from keras_mulrnn.lm import cli, interruption  # noqa: E402
 from keras_mulrnn.lm.config import TrainConfig  # noqa: E402
 from tuning import TUNERS  # noqa: E402
 
@@ -81,6 +83,7 @@ def parse_args(argv=None):
     tuner.add_argument("--oracle-ip", default=None, help="the chief's address")
     tuner.add_argument("--oracle-port", type=port, default=None,
                        help="the chief's port (1–65535)")
+    cli.add_wait_timeout(tuner, "the chief (on a worker)")
     tuner.add_argument("--verbose", action="store_true",
                        help="show the backend's own start-up logs")
 
@@ -144,6 +147,48 @@ def set_role(args):
         raise ValueError("A chief or worker needs --oracle-ip and --oracle-port.")
 
 
+def check_project(project):
+    """Raises `DamagedFile` for a file that keras-tuner would reload from `project` and
+    could not parse (its own error names no file), saying what to do."""
+    from keras_mulrnn.lm.files import DamagedFile, read_json
+
+    trials = sorted(glob.glob(os.path.join(project, "trial_*", "trial.json")))
+    for path in sorted(glob.glob(os.path.join(project, "*.json"))) + trials:
+        try:
+            read_json(path)
+        except DamagedFile as error:
+            if path in trials:
+                advice = (f"Restore it, or delete the folder {os.path.dirname(path)!r} (the "
+                          f"search forgets that trial and may run it again)")
+            else:
+                advice = "Restore it"
+            raise DamagedFile(f"{error} {advice}, or start the search over with "
+                              f"--overwrite.") from None
+
+
+def meet_the_chief(args):
+    """A chief checks that it can serve on its address; a worker waits (bounded and
+    interruptibly) for the chief to serve: keras-tuner's own wait holds a worker for an hour
+    with no word and no way to stop it."""
+    host, port_ = os.environ["KERASTUNER_ORACLE_IP"], int(os.environ["KERASTUNER_ORACLE_PORT"])
+    if os.environ["KERASTUNER_TUNER_ID"] == "chief":
+        with socket.socket() as listener:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                listener.bind((host, port_))
+            except OSError as error:
+                raise OSError(f"The chief cannot serve on {host}:{port_}: "
+                              f"{error.strerror}. Give this machine's address and a "
+                              f"free port.") from None
+        return
+    interruption.wait_until(
+        lambda: interruption.answers(host, port_), args.wait_timeout,
+        f"the search's chief at {host}:{port_}",
+        lambda: f"No chief answered at {host}:{port_} after {args.wait_timeout:g} s: start "
+                f"the chief first (the same command with --chief), check --oracle-ip and "
+                f"--oracle-port, or wait longer with --wait-timeout.")
+
+
 def distributed():
     """Whether this process is the chief or a worker of keras-tuner's distributed mode."""
     return "KERASTUNER_TUNER_ID" in os.environ
@@ -198,6 +243,8 @@ def main(argv=None):
         raise NotADirectoryError(
             f"--directory {args.directory!r} is a file; give a directory for the search.")
     set_role(args)
+    if distributed():
+        meet_the_chief(args)
     cli.start_backend(args, args.strategy)
     from keras_mulrnn.lm.lock import clear_held_directory, hold_directory
 
@@ -211,6 +258,8 @@ def main(argv=None):
           else hold_directory(project, "search")):
         if args.overwrite and not distributed():
             clear_held_directory(project)
+        elif not args.overwrite:
+            check_project(project)
         tuner = make_tuner(args, corpus, hypermodel, args.overwrite and distributed())
         tuner.search_space_summary()
         tuner.search()

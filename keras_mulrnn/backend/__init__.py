@@ -39,6 +39,8 @@ import sys
 
 import keras
 
+from keras_mulrnn.lm import interruption
+
 # The toolkit's backends, and the data-parallel strategies each of them offers.
 DISTRIBUTIONS = {
     "tensorflow": ("default", "mirrored", "multiworker"),
@@ -132,10 +134,15 @@ def check_distribution_name(strategy):
     )
 
 
-def make_distribution(strategy="default"):
-    """The data-parallel `Distribution` called `strategy` (see `DISTRIBUTIONS`)."""
+def make_distribution(strategy="default", wait_timeout=interruption.WAIT_TIMEOUT):
+    """The data-parallel `Distribution` called `strategy` (see `DISTRIBUTIONS`). A strategy
+    that joins other processes waits for them at most `wait_timeout` seconds (then raises
+    `TimeoutError`, naming those that never came); a Ctrl-C stops the wait."""
     check_distribution_name(strategy)
-    return implementation(f"--strategy {strategy}").make_distribution(strategy)
+    if not wait_timeout > 0:
+        raise ValueError(f"The wait for other processes must be a positive number of "
+                         f"seconds, got {wait_timeout}.")
+    return implementation(f"--strategy {strategy}").make_distribution(strategy, wait_timeout)
 
 
 def replica_sum(gradients):

@@ -8,6 +8,7 @@ file and no network.
 """
 
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
@@ -63,17 +64,32 @@ class Corpus:
         return digests
 
 
-def check_file(path, what="data file", kind=None):
+def _cannot_open(path, what, error):
+    """The error for a `path` that `os.stat` could not follow, saying why."""
+    if error.errno == errno.ENOENT and os.path.islink(path):
+        return FileNotFoundError(f"The {what} {path!r} is a symbolic link to "
+                                 f"{os.readlink(path)!r}, which does not exist. Check the link.")
+    if error.errno == errno.ENOENT:
+        return FileNotFoundError(f"The {what} {path!r} does not exist. Check the path.")
+    if error.errno == errno.ELOOP:
+        return OSError(f"The {what} {path!r} is a loop of symbolic links that leads to no "
+                       f"file. Check the links.")
+    return OSError(f"The {what} {path!r} cannot be opened: {error.strerror}. Check the path.")
+
+
+def check_file(path, what="data file", kind=None, holds="text"):
     """Raises a clear error unless `path` is a readable, non-empty regular file (and, given
-    the `kind` of corpus it holds, one that fits in memory once read)."""
+    the `kind` of corpus it holds, one that fits in memory once read); `holds` says what an
+    empty one should have held."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"The {what} {path!r} does not exist. Check the path.")
-    if os.path.isdir(path):
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise _cannot_open(path, what, error) from None
+    if stat.S_ISDIR(mode):
         raise IsADirectoryError(
             f"The {what} {path!r} is a directory; a file is expected here."
         )
-    mode = os.stat(path).st_mode
     if not stat.S_ISREG(mode):
         what_it_is = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket"
                       if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode)
@@ -84,7 +100,7 @@ def check_file(path, what="data file", kind=None):
         )
     size = os.path.getsize(path)
     if size == 0:
-        raise ValueError(f"The {what} {path!r} is empty. Give a file with text in it.")
+        raise ValueError(f"The {what} {path!r} is empty. Give a file with {holds} in it.")
     if not os.access(path, os.R_OK):
         raise PermissionError(f"The {what} {path!r} cannot be read (permission denied).")
     if kind in _MEMORY_PER_BYTE:
@@ -274,6 +290,12 @@ def read_ptb_tokens(path):
             f"{path!r} is not valid UTF-8 (byte {error.start}: {error.reason}), so it is not "
             f"a Penn Treebank character file (space-separated symbols, one sentence a line)."
         ) from None
+    word = next((token for token in tokens if len(token) > 1), None)
+    if word is not None:
+        raise ValueError(
+            f"{path!r} holds {word!r}, more than one character between spaces, so it is not a "
+            f"Penn Treebank character file (one character per symbol: 'a e r _ b a n k'). "
+            f"Read a plain text file with --corpus text.")
     return tokens
 
 

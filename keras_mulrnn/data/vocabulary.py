@@ -1,7 +1,8 @@
 """The mapping between symbols and integer ids, saved with every model.
 
 A vocabulary is either *byte* (symbols are byte values, the text is read as raw bytes, as for
-enwik8) or *char* (symbols are Unicode characters, or whole tokens for Penn Treebank). Ids are
+enwik8) or *char* (symbols are single Unicode characters, as in text files and in Penn
+Treebank's space-separated character files). Ids are
 assigned in sorted symbol order. A symbol outside the vocabulary is an error that names it:
 never a silent wrong index.
 """
@@ -17,7 +18,8 @@ class Vocabulary:
     """Symbols ↔ ids.
 
     Args:
-        symbols: the distinct symbols (ints 0..255 for `kind="byte"`, strings for "char").
+        symbols: the distinct symbols (ints 0..255 for `kind="byte"`, one-character strings
+            for "char").
         kind: `"byte"` or `"char"`.
     """
 
@@ -26,11 +28,16 @@ class Vocabulary:
             raise ValueError(
                 f"Invalid value for argument `kind`: received kind={kind!r}. Allowed: {KINDS}."
             )
-        symbols = sorted(set(symbols))
+        symbols = set(symbols)
         if not symbols:
             raise ValueError("A vocabulary needs at least one symbol; the data was empty.")
-        if kind == "byte" and not all(isinstance(s, int) and 0 <= s < 256 for s in symbols):
+        if kind == "byte" and not all(isinstance(s, int) and not isinstance(s, bool)
+                                      and 0 <= s < 256 for s in symbols):
             raise ValueError("A byte vocabulary holds integers in [0, 255].")
+        wrong = [s for s in symbols if not (isinstance(s, str) and len(s) == 1)]
+        if kind == "char" and wrong:
+            raise ValueError(f"A char vocabulary holds single characters, not {wrong[0]!r}.")
+        symbols = sorted(symbols)
         self.kind = kind
         self.symbols = symbols
         self._ids = {symbol: index for index, symbol in enumerate(symbols)}

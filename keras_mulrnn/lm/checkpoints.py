@@ -79,6 +79,8 @@ class CheckpointManager:
         temporary = None
         try:
             # A folder of its own (`files` says why), renamed into place once complete.
+            files.ensure_space(final, files.saved_size(model)
+                               + sum(value.nbytes for value in carry))
             temporary = files.unique_path(self.directory, f".tmp-{PREFIX}{step:09d}-", "",
                                           os.mkdir)
             model.save_weights(os.path.join(temporary, "model.weights.h5"))
@@ -92,7 +94,8 @@ class CheckpointManager:
         except BaseException as error:
             if temporary is not None:
                 shutil.rmtree(temporary, ignore_errors=True)
-            if isinstance(error, OSError):  # a full disk: the message names the checkpoint
+            if isinstance(error, OSError) and not isinstance(error, files.WriteError):
+                # A full disk: the message names the checkpoint.
                 raise files.write_error(final, error) from None
             raise
         for old in self.steps()[: -self.keep]:

@@ -94,6 +94,7 @@ def parser(description, defaults, data_help, exclude=(), prog=None):
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads an operation may use (0: all cores; 1 each for two "
                         "processes sharing a 2-core machine)")
+    add_wait_timeout(p, "the other machines of a multi-worker cluster")
     for field in dataclasses.fields(TrainConfig):
         if field.name in exclude:
             continue
@@ -110,6 +111,23 @@ def parser(description, defaults, data_help, exclude=(), prog=None):
         else:
             p.add_argument(flag, type=type(default), default=default, help=text)
     return p
+
+
+def add_wait_timeout(parser_, what):
+    """The flag `--wait-timeout`: how long to wait for `what` before stopping with an error."""
+    parser_.add_argument("--wait-timeout", type=seconds, default=interruption.WAIT_TIMEOUT, metavar="SECONDS",
+                         help=f"how long to wait for {what} before stopping with an error")
+
+
+def seconds(text):
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 CORPUS_HELP = ("where the data comes from: auto is text with --data, tfds with --tfds, else "
@@ -229,7 +247,8 @@ def start_backend(args, strategy="default"):
         if threads:
             backend.limit_threads(threads)
         if strategy != "default":
-            backend.make_distribution(strategy)
+            backend.make_distribution(
+                strategy, getattr(args, "wait_timeout", interruption.WAIT_TIMEOUT))
         keras.ops.convert_to_numpy(keras.ops.ones((1,)) + 1)
         if deterministic:
             backend.enable_determinism()

@@ -18,6 +18,8 @@ import re
 import secrets
 import shutil
 
+import numpy as np
+
 # The names `replacing` gives its temporaries: `.NAME.RANDOM.tmp[SUFFIX]`.
 _TEMPORARY = re.compile(r"^\..+\.[^.]+\.tmp(\.[a-z]+)?$")
 # A file that must not exist yet; the kernel applies the umask to its mode, as for any file.
@@ -101,8 +103,34 @@ def write_csv(path, columns, rows):
 
 def save_model(model, path):
     """Saves `model` as a `.keras` file at `path` atomically."""
+    ensure_space(path, saved_size(model))
     with replacing(path, ".keras") as temporary:
         model.save(temporary)
+
+
+def saved_size(model):
+    """An upper estimate of the bytes that saving `model`'s weights (and its optimizer's
+    state) takes on disk: the values plus HDF5's overhead per variable, and room for the
+    configuration."""
+    variables = list(model.variables)
+    if getattr(model, "optimizer", None) is not None:
+        variables += list(model.optimizer.variables)
+    values = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+    return int(1.1 * values) + 8192 * len(variables) + (1 << 18)
+
+
+def ensure_space(path, size):
+    """Raises a `WriteError` naming `path` unless its disk has `size` bytes free. Checked
+    before the model writers start: HDF5 that meets a full disk half-way through a file
+    fails in its finalizers and can crash the interpreter (a segmentation fault)."""
+    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError as error:
+        raise write_error(path, error) from None
+    if free < size:
+        raise write_error(path, OSError(
+            errno.ENOSPC, f"{free:,} bytes free on its disk, about {size:,} needed"))
 
 
 class DamagedFile(ValueError):

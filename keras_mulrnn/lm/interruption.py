@@ -14,8 +14,15 @@ is installed and `check` never raises.
 import contextlib
 import os
 import signal
+import socket
 import sys
 import threading
+import time
+
+# How long the programs wait for another process (a cluster's peers, a search's chief) by
+# default, in seconds: long enough for machines started by hand, short enough that a
+# missing one is noticed.
+WAIT_TIMEOUT = 600
 
 _recording = False
 _pending = None  # what a recorded Ctrl-C raises at every `check`
@@ -106,3 +113,30 @@ def recording():
         sys.unraisablehook = hook
         if signal.getsignal(signal.SIGINT) is _handle:
             signal.signal(signal.SIGINT, previous)
+
+
+def wait_until(ready, timeout, what, failure, interval=0.5):
+    """Returns once `ready()` is true, asking it every `interval` seconds; after `timeout`
+    seconds raises `TimeoutError(failure())`. A recorded Ctrl-C ends the wait (even where
+    loading defers it) with a message saying that it waited for `what`: every wait on
+    another process stays bounded and interruptible."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(failure())
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        stop = KeyboardInterrupt(f"Stopped while waiting for {what}.")
+        record(stop)
+        raise stop from None
+
+
+def answers(host, port):
+    """Whether a process accepts connections at `host`:`port` (a wait's `ready`)."""
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False

@@ -42,6 +42,11 @@ from keras_mulrnn.params import stack_params
 # Files of a run's output directory (besides checkpoints/ and tensorboard/).
 RESULTS, BEST, BEST_INFO, FINAL, LOG = ("results.json", "best.keras", "best.json",
                                         "model.keras", "log.csv")
+# A run whose final validation BPC comes within this of a uniform guess over its
+# vocabulary (log2 V bits), or is worse, has diverged (or never learned): it is recorded
+# as such in results.json and warned about, but its files are complete, so it exits as a
+# finished run (status 0); the study and the tuner read `diverged`.
+DIVERGENCE_MARGIN = 0.05
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -202,7 +207,8 @@ class _Run:
 
     def _fit(self, start, signals):
         config, model, monitor = self.config, self.model, self.monitor
-        callbacks = [monitor, keras.callbacks.TerminateOnNaN()]
+        callbacks = [monitor]  # (it stops on a NaN loss: Keras's TerminateOnNaN would only
+        # print a second line about it)
         tensorboard = backend.tensorboard_callback(os.path.join(self.output_dir, "tensorboard"))
         if tensorboard is not None:
             callbacks.append(tensorboard)
@@ -249,10 +255,13 @@ class _Run:
         test_bpc, test_symbols = evaluate_bpc(model, self.corpus.test, config.test_batch_size,
                                               config.seq_len, config.jit_compile)
         steps_run = steps_done - start
+        uniform_bpc = math.log2(len(self.corpus.vocabulary))
         results = {
             "test_bpc": test_bpc,
             "valid_bpc": valid_bpc,
             "best_valid_bpc_during_training": self.monitor.best,
+            "uniform_bpc": uniform_bpc,
+            "diverged": bool(valid_bpc >= uniform_bpc - DIVERGENCE_MARGIN),
             "test_symbols": test_symbols,
             "params": model.count_params(),
             "recurrent_params": stack_params(
@@ -275,6 +284,13 @@ class _Run:
         }
         if not steps_run:  # a finished run evaluated again: its training's figures stand
             results.update(self._previous_speed())
+        if results["diverged"]:
+            symbols = len(self.corpus.vocabulary)
+            warnings.warn(
+                f"The model is no better than a uniform guess over the {symbols} symbols: "
+                f"validation BPC {valid_bpc:.4f}, a uniform guess {uniform_bpc:.4f}. "
+                f"It diverged or never learned; try half the learning rate or more steps "
+                f"(results.json says \"diverged\": true).", stacklevel=2)
         results_path = os.path.join(self.output_dir, RESULTS)
         files.write_json(results_path, results)
         files.save_model(model, os.path.join(self.output_dir, FINAL))
@@ -302,11 +318,18 @@ class _Run:
         if not (os.path.exists(os.path.join(self.chief_dir, FINAL)) and os.path.exists(path)):
             return False
         try:
-            return "sample" in files.read_json(path)
+            results = files.read_json(path)
         except files.DamagedFile as error:
             warnings.warn(f"{error} The finished run is evaluated again to write it anew.",
                           stacklevel=2)
             return False
+        length = (results.get("config") or {}).get("sample_length")
+        if "sample" in results and length != self.config.sample_length:
+            print(f"This run finished earlier with a sample of {length} symbols; "
+                  f"--sample-length {self.config.sample_length} asks for another: evaluating "
+                  f"it again to write the results with a new sample.")
+            return False
+        return "sample" in results
 
     # -------------------------------------------------------------- roll-back
 
@@ -519,7 +542,7 @@ class _Monitor(keras.callbacks.Callback):
         if logs is not None:
             logs["val_bpc"] = bpc
             logs["step"] = last
-        self.log.write(epoch, last, logs or {"val_bpc": bpc})
+        self.log.write(epoch, last, logs or {"val_bpc": bpc}, loss_steps=last - first)
         if self.best is None or bpc < self.best:
             self.best = bpc
             files.save_model(self.model, os.path.join(run.output_dir, BEST))
@@ -604,12 +627,13 @@ class _Signals:
 
 class ValidationLog:
     """`log.csv`: one row per validation (`epoch` is the validation's index), its columns
-    fixed. An interval cut short by an interruption writes no row; a resumed run first drops
-    the rows beyond its checkpoint, so the log reads as if the run had never stopped (but for
-    the training loss of an interval that the resume cut in two, which averages the steps
-    run after the resume)."""
+    fixed: the training `loss` and `bpc` average the `loss_steps` steps before `step`. An
+    interval cut short by an interruption writes no row; a resumed run first drops the rows
+    beyond its checkpoint, so the log reads as if the run had never stopped (but for the
+    training loss of an interval that the resume cut in two, which averages the steps run
+    after the resume: its `loss_steps` says how many)."""
 
-    COLUMNS = ["epoch", "step", "loss", "bpc", "val_bpc"]
+    COLUMNS = ["epoch", "step", "loss", "bpc", "val_bpc", "loss_steps"]
 
     def __init__(self, path):
         self.path = path
@@ -627,11 +651,13 @@ class ValidationLog:
         kept = [row for row in self.rows() if int(row["step"]) <= step]
         files.write_csv(self.path, self.COLUMNS, kept)
 
-    def write(self, epoch, step, logs):
+    def write(self, epoch, step, logs, loss_steps):
         values = {"epoch": epoch, "step": step}
         for key in ("loss", "bpc", "val_bpc"):
             if key in logs:
                 values[key] = float(np.reshape(logs[key], -1)[0])
+        if "loss" in logs:
+            values["loss_steps"] = loss_steps
         with open(self.path, "a", newline="") as handle:
             csv.DictWriter(handle, self.COLUMNS).writerow(values)
 

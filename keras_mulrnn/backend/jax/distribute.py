@@ -19,10 +19,11 @@ from keras_mulrnn.data.sources import BatchSequence
 _CREATED = {}
 
 
-def make_distribution(name):
+def make_distribution(name, wait_timeout):
     """The `Distribution` called `name` ("default" or "data-parallel"). Keras's distribution
     is process-wide: making one sets it (or, for "default", clears it) for what is built
-    next."""
+    next. It waits for no other process (`wait_timeout` is unused): hosts join before, in
+    the user's `jax.distributed.initialize()`, which has a timeout of its own."""
     if name == "default":
         keras.distribution.set_distribution(None)
         return OneDevice()

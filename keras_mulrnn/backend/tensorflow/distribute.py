@@ -13,6 +13,7 @@ copy of the carry variables (`ON_READ`: never averaged or copied between replica
 
 import json
 import os
+import socket
 import weakref
 
 import keras
@@ -20,17 +21,19 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mulrnn.backend.distribution import Distribution
+from keras_mulrnn.lm import interruption
 
 _CREATED = {}  # one strategy of each kind per process (a cluster is joined once)
 
 
-def make_distribution(name):
-    """The `Distribution` called `name` ("default", "mirrored" or "multiworker")."""
+def make_distribution(name, wait_timeout):
+    """The `Distribution` called `name` ("default", "mirrored" or "multiworker"); a
+    multi-worker one first waits up to `wait_timeout` seconds for its peers."""
     if name == "default":
         return OneDevice()
     if name not in _CREATED:
         if name == "multiworker":
-            _check_tf_config()
+            _wait_for_peers(_check_tf_config(), wait_timeout)
             try:
                 strategy = tf.distribute.MultiWorkerMirroredStrategy()
             except RuntimeError as error:
@@ -230,8 +233,58 @@ def _check_tf_config():
     try:
         config = json.loads(text)
         config["cluster"]["worker"], config["task"]["type"], config["task"]["index"]
-    except (ValueError, KeyError, TypeError) as error:
+        # This task's own address (an index past the end fails here, not in TensorFlow).
+        config["cluster"][config["task"]["type"]][config["task"]["index"]]
+        if not all(isinstance(address, str) and _port(address)
+                   for tasks in config["cluster"].values() for address in tasks):
+            raise ValueError("every address must be HOST:PORT")
+    except (ValueError, KeyError, TypeError, IndexError) as error:
         raise ValueError(
             f"TF_CONFIG is not a valid cluster description ({type(error).__name__}: "
             f"{error}); expected e.g. '{example}'."
         ) from None
+    return config
+
+
+def _wait_for_peers(config, timeout):
+    """Returns once every other task of the cluster `config` (TF_CONFIG) accepts
+    connections. TensorFlow's own wait for them, in the strategy's constructor, holds the
+    interpreter in C++ with no timeout: neither a Ctrl-C nor anything else could end it.
+    Meanwhile this task listens on its own port, so that its peers' waits end too (once they
+    see it, TensorFlow's server takes the port over)."""
+    cluster, task = config["cluster"], config["task"]
+    own = cluster[task["type"]][task["index"]]
+    peers = [address for tasks in cluster.values() for address in tasks if address != own]
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", _port(own)))
+    except OSError as error:
+        listener.close()
+        raise OSError(f"This worker cannot listen on {own} (its address in TF_CONFIG): "
+                      f"{error.strerror}. Free the port or give another one.") from None
+    listener.listen(len(peers) + 1)
+
+    def failure():
+        waiting = ", ".join(address for address in peers if not _answers(address))
+        return (f"No answer from {waiting} of the TF_CONFIG cluster after {timeout:g} s: "
+                f"start the training on every machine of the cluster with the same command "
+                f"(task index 0 to {len(peers)}), or wait longer with --wait-timeout.")
+
+    try:
+        interruption.wait_until(lambda: all(_answers(address) for address in peers),
+                                timeout, "the other workers of the TF_CONFIG cluster", failure)
+    finally:
+        listener.close()
+
+
+def _port(address):
+    try:
+        return int(address.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"TF_CONFIG's address {address!r} is not HOST:PORT.") from None
+
+
+def _answers(address):
+    """Whether something accepts connections at `address` (HOST:PORT)."""
+    return interruption.answers(address.rsplit(":", 1)[0].strip("[]"), _port(address))

@@ -1,0 +1,148 @@
+"""Every wait on another process is bounded and interruptible, and says what it waits for:
+a multi-worker training whose peers never come, a search worker with no chief, a chief that
+cannot serve."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from keras_mulrnn.lm import interruption
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_wait_ends_at_its_timeout_with_the_failure_message():
+    asked = []
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="nobody came"):
+        interruption.wait_until(lambda: asked.append(1), 0.3, "a friend",
+                                lambda: "nobody came", interval=0.05)
+    assert 0.3 <= time.monotonic() - started < 5 and len(asked) >= 3
+
+
+def test_a_wait_ends_at_a_recorded_ctrl_c_and_says_what_it_waited_for(monkeypatch):
+    monkeypatch.setattr(interruption, "_recording", True)
+    monkeypatch.setattr(interruption, "_pending", None)
+    asked = []
+
+    def ready():
+        asked.append(1)
+        if len(asked) == 3:
+            interruption.record(KeyboardInterrupt())  # what the handler does while loading
+        return False
+
+    with pytest.raises(KeyboardInterrupt, match="Stopped while waiting for a friend."):
+        interruption.wait_until(ready, 60, "a friend", lambda: "never", interval=0.01)
+    assert len(asked) == 3
+    assert str(interruption._pending) == "Stopped while waiting for a friend."
+
+
+def test_a_wait_returns_once_ready():
+    answers = iter([False, False, True])
+    interruption.wait_until(lambda: next(answers), 5, "a friend", lambda: "never",
+                            interval=0.01)
+
+
+def _lone_worker(tmp_path, *extra):
+    """The first of two workers of a TF_CONFIG cluster, the second never started."""
+    own, other = free_port(), free_port()
+    cluster = {"cluster": {"worker": [f"localhost:{own}", f"localhost:{other}"]},
+               "task": {"type": "worker", "index": 0}}
+    command = [sys.executable, os.path.join(ROOT, "examples", "train_text.py"), "--quick",
+               "--steps", "4", "--strategy", "multiworker", "--output",
+               str(tmp_path / "run"), *extra]
+    process = subprocess.Popen(command, env={**ENV, "TF_CONFIG": json.dumps(cluster)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return process, own, other
+
+
+def _wait_for_listener(process, port):
+    deadline = time.monotonic() + 120
+    while not interruption.answers("localhost", port):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_a_multi_worker_run_whose_peers_never_come_stops_at_its_timeout(tmp_path):
+    process, own, other = _lone_worker(tmp_path, "--wait-timeout", "2")
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr[-3000:]
+    assert stderr.strip() == (
+        f"error: No answer from localhost:{other} of the TF_CONFIG cluster after 2 s: start "
+        f"the training on every machine of the cluster with the same command (task index 0 "
+        f"to 1), or wait longer with --wait-timeout.")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_ctrl_c_stops_a_multi_worker_run_waiting_for_its_peers(tmp_path):
+    process, own, _ = _lone_worker(tmp_path)  # the default wait: ten minutes
+    _wait_for_listener(process, own)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-3000:]
+    assert stderr.strip() == "Stopped while waiting for the other workers of the TF_CONFIG " \
+                             "cluster."
+
+
+def _search(tmp_path, *role):
+    return [sys.executable, os.path.join(ROOT, "tuning", "search.py"), "--directory",
+            str(tmp_path / "tuning"), "--units", "16", "--steps-per-trial", "2", *role]
+
+
+def test_a_search_worker_with_no_chief_stops_at_its_timeout(tmp_path):
+    port = free_port()
+    done = subprocess.run(_search(tmp_path, "--worker", "1", "--oracle-ip", "127.0.0.1",
+                                  "--oracle-port", str(port), "--wait-timeout", "1.5"),
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr.strip() == (
+        f"error: No chief answered at 127.0.0.1:{port} after 1.5 s: start the chief first "
+        f"(the same command with --chief), check --oracle-ip and --oracle-port, or wait "
+        f"longer with --wait-timeout.")
+
+
+def test_a_ctrl_c_stops_a_search_worker_waiting_for_its_chief(tmp_path):
+    port = free_port()
+    process = subprocess.Popen(
+        _search(tmp_path, "--worker", "1", "--oracle-ip", "127.0.0.1", "--oracle-port",
+                str(port)), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # the wait comes before the backend loads: a second or so after start
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-3000:]
+    assert stderr.strip() == f"Stopped while waiting for the search's chief at 127.0.0.1:{port}."
+
+
+def test_a_chief_that_cannot_serve_says_so(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = subprocess.run(_search(tmp_path, "--chief", "--oracle-ip", "127.0.0.1",
+                                      "--oracle-port", str(port)),
+                              env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr.strip() == (f"error: The chief cannot serve on 127.0.0.1:{port}: "
+                                   f"Address already in use. Give this machine's address "
+                                   f"and a free port.")
+
+
+@pytest.mark.parametrize("flag", ["0", "-1", "nan", "inf", "soon"])
+def test_a_wait_timeout_must_be_a_positive_number_of_seconds(tmp_path, flag):
+    done = subprocess.run(_search(tmp_path, "--wait-timeout", flag), env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "expected a positive number of seconds" in done.stderr
