@@ -123,7 +123,7 @@ def units_for_budget(family, parametrization, input_dim, budget, rank_ratio=1.0,
 # How far a size derived from a budget may be from it: beyond this, one step of the units
 # or the rank is too coarse for models that differ in their parametrization to count as
 # the same size.
-BUDGET_TOLERANCE = 0.05
+BUDGET_TOLERANCE = 0.10
 
 
 def _check_near(budget, count, size, cell):

@@ -435,13 +435,13 @@ def test_a_run_that_ends_at_a_uniform_guess_is_recorded_as_diverged(tmp_path):
     with pytest.warns(UserWarning, match="no better than a uniform guess"):
         wild = train(corpus, small_config(steps=24, learning_rate=5.0, clipnorm=None),
                      tmp_path / "wild", verbose=0)
-    assert wild["valid_bpc"] >= uniform - 0.05 and wild["diverged"] is True
+    assert wild["valid_bpc"] >= uniform - 0.01 and wild["diverged"] is True
     assert json.loads((tmp_path / "wild" / "results.json").read_text())["diverged"] is True
     assert wild["uniform_bpc"] == pytest.approx(uniform)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         calm = train(corpus, small_config(steps=24), tmp_path / "calm", verbose=0)
-    assert calm["valid_bpc"] < uniform - 0.05 and calm["diverged"] is False
+    assert calm["valid_bpc"] < uniform - 0.01 and calm["diverged"] is False
 
 
 def test_a_changed_sample_length_on_a_finished_run_writes_a_new_sample(tmp_path, capsys):
