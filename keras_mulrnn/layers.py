@@ -18,13 +18,10 @@ import keras
 from keras import ops
 from keras import tree
 
-# The backend-neutral recurrence loop that `keras.layers.RNN` itself runs (a `tf.while_loop`
-# on TensorFlow, `lax.scan` on JAX); Keras does not export it publicly.
-from keras.src.backend import rnn as backend_rnn
-
 from keras_mulrnn import backend
 from keras_mulrnn.backend import fused as fused_plan
 from keras_mulrnn.cells import MGRUCell, MLSTMCell, MRNNCell
+from keras_mulrnn.keras_private import backend_rnn
 
 # Arguments of `keras.layers.Layer` that belong to the sequence layer, not to its cell.
 _LAYER_ARGUMENTS = ("name", "trainable", "input_shape", "batch_input_shape", "batch_size")

@@ -20,13 +20,9 @@ A cell family (mRNN, mLSTM, mGRU) subclasses `RecurrentCell`, names its gates an
 import keras
 from keras import ops
 
-# Keras's `RNN` layer pre-builds one dropout mask per sequence only for cells that inherit
-# this private mixin (an `isinstance` check), so inheriting it is what makes variational
-# dropout work inside `keras.layers.RNN` and keeps the JAX loop pure.
-from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
-
 from keras_mulrnn import backend
 from keras_mulrnn.cells.sharing import resolve_groups, sharing_config
+from keras_mulrnn.keras_private import DropoutRNNCell
 from keras_mulrnn.validation import check_positive_int, check_rate
 
 TRANSITIONS = ("multiplicative", "additive")

@@ -71,7 +71,7 @@ class CheckpointManager:
     def save(self, model, meta):
         """Writes a checkpoint at the model's optimizer step; returns its path. Every worker
         of a multi-worker run calls it (the carried state is gathered from all of them)."""
-        step = _model_step(model)
+        step = model_step(model)
         carry = model.carry_values()
         final = self.path(step)
         if os.path.exists(os.path.join(final, META)):
@@ -175,7 +175,8 @@ class CheckpointManager:
         )
 
 
-def _model_step(model):
+def model_step(model):
+    """The optimizer's step count (the number of training steps taken)."""
     backend.sync_model_state(model)
     return int(ops.convert_to_numpy(model.optimizer.iterations))
 

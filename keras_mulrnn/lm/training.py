@@ -25,13 +25,12 @@ import warnings
 
 import keras
 import numpy as np
-from keras import ops
 
 from keras_mulrnn import backend
 from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
 from keras_mulrnn.data.corpora import Corpus
 from keras_mulrnn.lm import files, interruption
-from keras_mulrnn.lm.checkpoints import CheckpointManager, CheckpointMismatch
+from keras_mulrnn.lm.checkpoints import CheckpointManager, CheckpointMismatch, model_step
 from keras_mulrnn.lm.config import OPERATIONAL, TrainConfig, check_fits
 from keras_mulrnn.lm.evaluation import evaluate_bpc
 from keras_mulrnn.lm.generation import check_generation_arguments, generate_after
@@ -140,11 +139,6 @@ def training_batches(corpus, config):
     return TBPTTBatches(corpus.train, config.batch_size, config.seq_len, min_batches=1,
                         name="train")
 
-
-def model_step(model):
-    """The optimizer's step count (the number of training steps taken)."""
-    backend.sync_model_state(model)
-    return int(ops.convert_to_numpy(model.optimizer.iterations))
 
 
 class _Run:

@@ -11,11 +11,11 @@ import os
 
 import jax
 import keras
-from keras.src.backend.common.stateless_scope import get_stateless_scope
 
 from keras_mulrnn.backend.jax.distribute import make_distribution
 from keras_mulrnn.backend.jax.fused import rows_product
 from keras_mulrnn.backend.jax.fused import sequence_function as fused_sequence
+from keras_mulrnn.keras_private import get_stateless_scope
 
 __all__ = ["fused_sequence", "compile_function", "value_and_gradients", "categorical",
            "make_distribution", "replica_sum", "step_logs", "sync_model_state",
