@@ -69,17 +69,18 @@ def _lone_worker(tmp_path, *extra):
     return process, own, other
 
 
-def _wait_for_listener(process, port):
-    deadline = time.monotonic() + 120
-    while not interruption.answers("localhost", port):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+def _wait_for_the_wait(process, what):
+    """Reads the program's output up to its line saying that it waits for `what`."""
+    line = process.stdout.readline()
+    while line and not line.startswith(f"Waiting for {what} (at most "):
+        line = process.stdout.readline()
+    assert line.endswith("; Ctrl-C stops the wait).\n"), process.communicate()
 
 
 def test_a_multi_worker_run_whose_peers_never_come_stops_at_its_timeout(tmp_path):
     process, own, other = _lone_worker(tmp_path, "--wait-timeout", "2")
-    _, stderr = process.communicate(timeout=300)
+    stdout, stderr = process.communicate(timeout=300)
+    assert "Waiting for the other workers of the TF_CONFIG cluster (at most 2 s" in stdout
     assert process.returncode == 1, stderr[-3000:]
     assert stderr.strip() == (
         f"error: No answer from localhost:{other} of the TF_CONFIG cluster after 2 s: start "
@@ -90,7 +91,8 @@ def test_a_multi_worker_run_whose_peers_never_come_stops_at_its_timeout(tmp_path
 
 def test_a_ctrl_c_stops_a_multi_worker_run_waiting_for_its_peers(tmp_path):
     process, own, _ = _lone_worker(tmp_path)  # the default wait: ten minutes
-    _wait_for_listener(process, own)
+    _wait_for_the_wait(process, "the other workers of the TF_CONFIG cluster")
+    assert interruption.answers("localhost", own)  # it listens, so that its peers see it
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr[-3000:]
@@ -120,7 +122,7 @@ def test_a_ctrl_c_stops_a_search_worker_waiting_for_its_chief(tmp_path):
     process = subprocess.Popen(
         _search(tmp_path, "--worker", "1", "--oracle-ip", "127.0.0.1", "--oracle-port",
                 str(port)), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)  # the wait comes before the backend loads: a second or so after start
+    _wait_for_the_wait(process, f"the search's chief at 127.0.0.1:{port}")
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr[-3000:]

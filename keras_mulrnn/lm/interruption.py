@@ -117,11 +117,14 @@ def recording():
 
 def wait_until(ready, timeout, what, failure, interval=0.5):
     """Returns once `ready()` is true, asking it every `interval` seconds; after `timeout`
-    seconds raises `TimeoutError(failure())`. A recorded Ctrl-C ends the wait (even where
-    loading defers it) with a message saying that it waited for `what`: every wait on
-    another process stays bounded and interruptible."""
+    seconds raises `TimeoutError(failure())`. It says (on stdout) that it waits for `what`,
+    and a recorded Ctrl-C ends the wait (even where loading defers it) with a message
+    saying so: every wait on another process stays bounded, interruptible and announced."""
     deadline = time.monotonic() + timeout
     try:
+        if not ready():
+            print(f"Waiting for {what} (at most {timeout:g} s; Ctrl-C stops the wait).",
+                  flush=True)
         while not ready():
             check()
             if time.monotonic() > deadline:
