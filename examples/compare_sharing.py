@@ -16,10 +16,9 @@ an interrupted one; the same command started twice shares the work between two p
 (`--threads 1` each on a 2-core machine).
 """
 
-import signal
+from keras_mulrnn.lm import interruption
 
-if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+interruption.stop_quietly_while_starting()
 
 import json
 import sys

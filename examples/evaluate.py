@@ -16,10 +16,9 @@ static and dynamic BPC side by side; choose `--dynamic-lr` and `--dynamic-decay`
 split, then report the test split.
 """
 
-import signal
+from keras_mulrnn.lm import interruption
 
-if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+interruption.stop_quietly_while_starting()
 
 from keras_mulrnn.lm import cli, commands
 

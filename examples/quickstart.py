@@ -6,10 +6,9 @@ A plain Keras model (`keras.Sequential`) with the package's `MLSTM` layer, train
 `model.fit`: the cells are ordinary Keras layers, on any backend.
 """
 
-import signal
+from keras_mulrnn.lm import interruption
 
-if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+interruption.stop_quietly_while_starting()
 
 import argparse
 

@@ -11,10 +11,9 @@ a CPU; without `--data` it trains on the small corpus embedded in the package (T
 Shakespeare), never on enwik8 silently replaced. `--help` lists every flag.
 """
 
-import signal
+from keras_mulrnn.lm import interruption
 
-if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+interruption.stop_quietly_while_starting()
 
 from keras_mulrnn.lm import cli, commands
 

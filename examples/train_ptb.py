@@ -3,10 +3,9 @@
     python examples/train_ptb.py --data DIR   # DIR holds ptb.char.{train,valid,test}.txt
 """
 
-import signal
+from keras_mulrnn.lm import interruption
 
-if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+interruption.stop_quietly_while_starting()
 
 from keras_mulrnn.lm import cli, commands
 

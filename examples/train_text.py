@@ -9,10 +9,9 @@ A file is split 90% / 5% / 5% (train / valid / test) in order. Each run writes i
 `--output` (default `runs/text`); `--resume` continues the run found there.
 """
 
-import signal
+from keras_mulrnn.lm import interruption
 
-if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+interruption.stop_quietly_while_starting()
 
 from keras_mulrnn.lm import cli, commands
 

@@ -8,10 +8,9 @@ programs of `examples/` for an installed wheel, which has no `examples/`.
     python -m keras_mulrnn --version
 """
 
-import signal
+from keras_mulrnn.lm import interruption
 
-if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+interruption.stop_quietly_while_starting()
 
 import sys
 

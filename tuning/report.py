@@ -8,10 +8,9 @@ hyperparameters, recurrent parameters, validation BPC, training time) and `bpc_v
 rank, as horizontal lines).
 """
 
-import signal
+from keras_mulrnn.lm import interruption
 
-if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
+interruption.stop_quietly_while_starting()
 
 import argparse
 import glob
