@@ -131,6 +131,82 @@ def test_the_rate_is_chosen_on_the_valid_split_alone(tmp_path):
     assert study.select_rates(tmp_path, arms, [1e-3, 1e-2, 3e-2]) == {}
 
 
+def _search(rates, objective):
+    """Runs `study.bracket` against `objective(rate)` (a stand-in for the validation BPC of
+    a first-seed run) until it chooses; returns the choice, how, and the rates tried."""
+    valid = {}
+    while True:
+        needed, chosen, how = study.bracket(rates, valid)
+        if chosen is not None:
+            assert not needed
+            return chosen, how, sorted(valid)
+        assert needed and not set(needed) & set(valid)  # never a rate twice
+        valid.update({rate: objective(rate) for rate in needed})
+
+
+def _bowl(optimum):
+    return lambda rate: 1.5 + np.log2(rate / optimum) ** 2
+
+
+GRID = [0.002, 0.005, 0.01]
+
+
+def test_a_grid_whose_best_rate_is_at_its_top_grows_until_the_best_is_interior():
+    chosen, how, tried = _search(GRID, _bowl(0.04))  # the optimum lies above the grid
+    assert (chosen, how) == (0.04, "interior")
+    assert tried == [0.002, 0.005, 0.01, 0.02, 0.04, 0.08]
+
+
+def test_a_grid_whose_best_rate_is_at_its_bottom_grows_downwards():
+    chosen, how, tried = _search(GRID, _bowl(0.0006))
+    assert (chosen, how) == (0.0005, "interior")
+    assert tried == [0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01]
+
+
+def test_a_rate_beyond_the_best_that_diverges_brackets_it_and_is_never_chosen():
+    objective = _bowl(0.1)
+    chosen, how, tried = _search(GRID, lambda r: math.inf if r > 0.015 else objective(r))
+    assert (chosen, how) == (0.01, "divergence") and tried == GRID + [0.02]
+    # A diverged rate inside the grid is never chosen either.
+    chosen, how, _ = _search([0.002, 0.005, 0.01, 0.03], lambda r: math.inf if r == 0.005
+                             else abs(r - 0.012))
+    assert (chosen, how) == (0.01, "interior")
+
+
+def test_the_grid_grows_at_most_the_limit_on_a_side_and_says_so():
+    chosen, how, tried = _search(GRID, lambda rate: 1 / rate)  # better and better
+    assert how == "limit" and chosen == 0.16 and len(tried) == 3 + study.BRACKET_LIMIT
+    with pytest.raises(FloatingPointError, match="Every rate from .* diverged"):
+        _search(GRID, lambda rate: math.inf)
+
+
+def test_one_rate_is_given_not_searched():
+    assert study.bracket([0.003], {}) == ([], 0.003, "given")
+
+
+def test_the_study_trains_the_rate_that_brackets_its_best(tmp_path):
+    """From finished first-seed runs whose best is the grid's top: no rate is chosen yet,
+    the next run is at twice it, and once that run is worse the top is chosen."""
+    arms = study.plan_arms(tiny_base(units=8), ("lstm",), "budget", ("shared",))
+    (arm,) = arms
+
+    def finish(rate, valid):
+        run = study._run(arm, rate, arm.config.seed)
+        directory = tmp_path / "runs" / run.name
+        directory.mkdir(parents=True)
+        (directory / "results.json").write_text(json.dumps(
+            {"valid_bpc": valid, "test_bpc": 1.0, "config": dataclasses.asdict(run.config)}))
+
+    for rate, valid in zip(GRID, (2.0, 1.8, 1.6)):
+        finish(rate, valid)
+    assert study.select_rates(tmp_path, arms, GRID) == {}
+    assert study.rate_search(tmp_path, arm, GRID)[0] == [0.02]
+    runs = study.plan_runs(arms, 3, GRID, explored={arm.key: GRID + [0.02]})
+    assert sorted(r.config.learning_rate for r in runs) == GRID + [0.02]
+    finish(0.02, 1.7)
+    assert study.select_rates(tmp_path, arms, GRID) == {arm.key: 0.01}
+
+
 @pytest.mark.slow
 def test_a_factorial_study_end_to_end_and_its_rerun(tmp_path):
     """Real training (tiny): the grid, the selection, the seeds at the chosen rate, the
@@ -138,12 +214,22 @@ def test_a_factorial_study_end_to_end_and_its_rerun(tmp_path):
     tf.config.experimental.enable_op_determinism()
     base = tiny_base(units=8, embedding_dim=4, steps=4, eval_every=2)
     arms = study.plan_arms(base, ("lstm",), "factorial")
-    rows = study.run_study(_corpus(), arms, seeds=2, rates=[1e-2, 3e-2],
+    # (A grid whose top rate is far too high, so that the tiny runs' best is bracketed
+    # without growing the grid: the growth itself is tested on a synthetic objective.)
+    rates = [1e-2, 3e-2, 3.0]
+    rows = study.run_study(_corpus(), arms, seeds=2, rates=rates,
                            output_dir=tmp_path, verbose=0, description="a test")
     assert {row["arm"] for row in rows} == {a.name for a in arms}
     selection = json.loads((tmp_path / "selection.json").read_text())
-    assert set(selection["chosen"]) == {a.key for a in arms}
-    assert len(os.listdir(tmp_path / "runs")) == len(arms) * 3  # two rates + one more seed
+    assert set(selection["chosen"]) == set(selection["paths"]) == {a.key for a in arms}
+    tried = 0
+    for key, path in selection["paths"].items():
+        rates_tried = sorted(float(rate) for rate in path["tried"])
+        assert path["bracket"] in ("interior", "divergence")
+        assert rates_tried[0] < selection["chosen"][key] < rates_tried[-1]
+        tried += len(rates_tried)
+    assert len(os.listdir(tmp_path / "runs")) == tried + len(arms)  # + one more seed each
+    assert "| lstm/shared@8 | " in (tmp_path / "results.md").read_text()
     for row in rows:
         assert row["seeds"] == 2
         assert row["learning_rate"] == selection["chosen"][f"lstm/{row['arm']}"]
@@ -170,7 +256,7 @@ def test_a_factorial_study_end_to_end_and_its_rerun(tmp_path):
     real_train = study.train
     study.train = no_training
     try:
-        again = study.run_study(_corpus(), arms, seeds=2, rates=[1e-2, 3e-2],
+        again = study.run_study(_corpus(), arms, seeds=2, rates=rates,
                                 output_dir=tmp_path, verbose=0)
     finally:
         study.train = real_train
@@ -199,7 +285,7 @@ def test_two_processes_share_one_study_and_train_every_run_once(tmp_path):
     data.write_text(TEXT * 4)
     command = [sys.executable, os.path.join(ROOT, "examples", "compare_sharing.py"),
                "--data", str(data), "--family", "gru", "--design", "budget",
-               "--parametrizations", "shared,additive", "--learning-rates", "0.01,0.03",
+               "--parametrizations", "shared,additive", "--learning-rates", "0.01,0.03,3",
                "--seeds", "2", "--steps", "2", "--eval-every", "2", "--units", "8",
                "--embedding-dim", "4", "--batch-size", "2", "--seq-len", "10",
                "--valid-symbols", "200", "--test-batch-size", "8", "--threads", "1",
@@ -219,7 +305,9 @@ def test_two_processes_share_one_study_and_train_every_run_once(tmp_path):
     for name in taken:
         begun.remove(name)
     runs = sorted(os.listdir(tmp_path / "study" / "runs"))
-    assert len(runs) == 2 * 3 and sorted(begun) == [f"{name}:" for name in runs]
+    selection = json.loads((tmp_path / "study" / "selection.json").read_text())
+    tried = sum(len(path["tried"]) for path in selection["paths"].values())
+    assert len(runs) == tried + 2 and sorted(begun) == [f"{name}:" for name in runs]
     assert all(output[0].count(": training") > 0 for output in outputs)  # both worked
 
 

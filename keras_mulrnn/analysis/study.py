@@ -15,8 +15,10 @@ additive one), its learning rate and its seed. Two designs:
 
 **Learning rate per arm.** With a grid of rates, every arm trains its first seed at each rate;
 the rate with the lowest *validation* BPC is the arm's (the test split is never read for it),
-and that run counts as the arm's first seed; the other seeds train at that rate. Rates chosen
-elsewhere (another study's `selection.json`) can be given instead.
+and that run counts as the arm's first seed; the other seeds train at that rate. The chosen
+rate must be interior to the rates tried: while the best is at an edge, the grid grows on that
+side (`bracket`), so that every arm is tuned as well as the grid allows, not held at a wall.
+Rates chosen elsewhere (another study's `selection.json`) can be given instead.
 
 **Comparisons**, on the test split only, between runs of the same seed (same data order and
 initialization scheme): per-seed differences, their mean, 95% t-interval, a paired t-test,
@@ -56,6 +58,9 @@ from keras_mulrnn.validation import check_choice, check_positive_int, check_posi
 DESIGNS = ("budget", "factorial")
 PARAMETRIZATIONS = ("additive", "shared", "unshared")
 STUDY_FILE, SELECTION_FILE = "study.json", "selection.json"
+# A chosen rate must be interior to the rates tried: the grid grows by this factor on the
+# side of its best rate, one first-seed run at a time, at most this many times on a side.
+BRACKET_FACTOR, BRACKET_LIMIT = 2.0, 4
 # How often a process that waits for another process's runs looks again.
 POLL_SECONDS = 10
 # The figures of a run's `results.json` that the study reads as numbers.
@@ -158,14 +163,15 @@ def plan_arms(base, families=("lstm", "gru"), design="budget",
     return arms
 
 
-def plan_runs(arms, seeds, rates, chosen=None):
-    """The runs of a study so far: with several `rates`, every arm's first seed at each rate,
+def plan_runs(arms, seeds, rates, chosen=None, explored=None):
+    """The runs of a study so far: with several `rates`, every arm's first seed at each rate
+    (or at each rate of `explored`, arm key → the rates its selection has tried or needs),
     then, for the arms whose rate is in `chosen` (arm key → rate), the other seeds at it; with
     one rate (or every arm in `chosen`), every seed at that rate."""
     check_positive_int("seeds", seeds)
     for rate in rates:
         check_positive_number("learning_rate", rate)
-    chosen = chosen or {}
+    chosen, explored = chosen or {}, explored or {}
     runs = []
     for arm in arms:
         first = arm.config.seed
@@ -174,7 +180,7 @@ def plan_runs(arms, seeds, rates, chosen=None):
         elif len(rates) == 1:
             grid, rest = list(rates), rates[0]
         else:
-            grid, rest = list(rates), None
+            grid, rest = sorted(explored.get(arm.key, rates)), None
         runs += [_run(arm, rate, first) for rate in grid]
         if rest is not None:
             runs += [_run(arm, rest, first + index) for index in range(1, seeds)]
@@ -186,20 +192,73 @@ def _run(arm, rate, seed):
     return StudyRun(f"{arm.family}-{arm.name}-lr{rate:g}-seed{seed}", arm, config)
 
 
+def bracket(rates, valid):
+    """One step of an arm's rate selection. `rates` is the study's grid; `valid` maps each
+    rate whose first-seed run has finished to its validation BPC (`math.inf`: diverged).
+
+    Returns `(needed, chosen, how)`. Until every rate of the grid has a run, `needed` is the
+    rates without one. Then the rate with the lowest validation BPC is chosen only if it is
+    interior (`how` "interior"): one at the grid's edge is no choice, so the grid grows on
+    that side by `BRACKET_FACTOR` (`needed` is the new rate) until the best is interior, or
+    the rate beyond the best diverges ("divergence": a diverged run is never chosen), or the
+    grid has grown `BRACKET_LIMIT` times on that side ("limit": said so in the report). A
+    grid of one rate is the user's fixed rate ("given"), never searched."""
+    if len(rates) == 1:
+        return [], rates[0], "given"
+    missing = [rate for rate in rates if rate not in valid]
+    if missing:
+        return missing, None, None
+    grid = sorted(rates)
+    while True:
+        finite = [rate for rate in grid if math.isfinite(valid[rate])]
+        best = min(finite, key=valid.get) if finite else None
+        if best is not None and grid[0] < best < grid[-1]:
+            return [], best, "interior"
+        upwards = best is not None and best == grid[-1]
+        edge = grid[-1] if upwards else grid[0]
+        grown = sum(1 for rate in grid if (rate > max(rates) if upwards else rate < min(rates)))
+        if grown == BRACKET_LIMIT:
+            if best is None:
+                raise FloatingPointError(
+                    f"Every rate from {grid[0]:g} to {grid[-1]:g} diverged: give a grid of "
+                    f"smaller rates.")
+            return [], best, "limit"
+        beyond = float(f"{edge * BRACKET_FACTOR if upwards else edge / BRACKET_FACTOR:.6g}")
+        if beyond not in valid:
+            return [beyond], None, None
+        if upwards and not math.isfinite(valid[beyond]):
+            return [], best, "divergence"
+        grid = sorted(grid + [beyond])
+
+
+def rate_search(output_dir, arm, rates):
+    """Where the rate selection of `arm` stands, from its first-seed runs finished in
+    `output_dir`: `bracket`'s `(needed, chosen, how)` and the `valid` figures it read."""
+    valid = {}
+    while True:
+        try:
+            needed, chosen, how = bracket(rates, valid)
+        except FloatingPointError as error:
+            raise FloatingPointError(f"{arm.key}: {error}") from None
+        found = {}
+        for rate in needed:
+            results = _results(output_dir, _run(arm, rate, arm.config.seed))
+            if results is not None:
+                found[rate] = _valid_bpc(results)
+        if not found:
+            return needed, chosen, how, valid
+        valid.update(found)
+
+
 def select_rates(output_dir, arms, rates):
-    """Arm key → the rate of the arm's first-seed run with the lowest validation BPC (a run
-    that diverged counts as the worst), for the arms whose runs at every rate are finished
-    (the others are left out)."""
+    """Arm key → the rate chosen by `bracket` from the arm's first-seed runs (the lowest
+    validation BPC, interior to the rates tried; a diverged run is never chosen), for the
+    arms whose selection is over (the others are left out)."""
     chosen = {}
     for arm in arms:
-        valid = {}
-        for rate in rates:
-            results = _results(output_dir, _run(arm, rate, arm.config.seed))
-            if results is None:
-                break
-            valid[rate] = _valid_bpc(results)
-        else:
-            chosen[arm.key] = min(valid, key=valid.get)
+        rate = rate_search(output_dir, arm, rates)[1]
+        if rate is not None:
+            chosen[arm.key] = rate
     return chosen
 
 
@@ -230,8 +289,7 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
         _record_plan(output_dir, arms, seeds, rates, fixed_rates, description)
     finished = None  # the runs with results after the last pass
     while True:
-        chosen = {**select_rates(output_dir, arms, rates), **(fixed_rates or {})}
-        runs = plan_runs(arms, seeds, rates, chosen)
+        runs, chosen, _ = _plan_so_far(output_dir, arms, seeds, rates, fixed_rates)
         held = False
         for position, run in enumerate(runs, 1):
             try:
@@ -239,8 +297,7 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
                          verbose)
             except DirectoryInUse:
                 held = True  # another process of this study has it
-        chosen = {**select_rates(output_dir, arms, rates), **(fixed_rates or {})}
-        runs = plan_runs(arms, seeds, rates, chosen)
+        runs, chosen, searches = _plan_so_far(output_dir, arms, seeds, rates, fixed_rates)
         done = {run.name for run in runs if _results(output_dir, run) is not None}
         if len(chosen) == len(arms) and len(done) == len(runs):
             break
@@ -256,10 +313,30 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
         finished = done
     # Every process of the study ends here; one after the other, they write the same files.
     with hold_directory(output_dir, "summary of this study", wait=True):
-        files.write_json(os.path.join(output_dir, SELECTION_FILE),
-                              {"rates": list(rates), "chosen": chosen,
-                               "selected_on": "valid_bpc"})
+        files.write_json(os.path.join(output_dir, SELECTION_FILE), {
+            "rates": list(rates), "chosen": chosen, "selected_on": "valid_bpc",
+            # Every arm's path: the rates its first seed tried, their validation BPC (null:
+            # diverged) and how the chosen one is bracketed.
+            "paths": {key: {"tried": {f"{rate:g}": (bpc if math.isfinite(bpc) else None)
+                                      for rate, bpc in sorted(valid.items())},
+                            "bracket": how}
+                      for key, (how, valid) in searches.items()}})
         return summarize(output_dir)
+
+
+def _plan_so_far(output_dir, arms, seeds, rates, fixed_rates):
+    """The runs the study needs now, the rates chosen so far (arm key → rate, the fixed
+    ones included) and each selecting arm's `(how, valid)` (see `bracket`)."""
+    chosen, explored, searches = dict(fixed_rates or {}), {}, {}
+    for arm in arms:
+        if arm.key in chosen:
+            continue
+        needed, rate, how, valid = rate_search(output_dir, arm, rates)
+        explored[arm.key] = sorted(set(valid) | set(needed))
+        searches[arm.key] = (how, valid)
+        if rate is not None:
+            chosen[arm.key] = rate
+    return plan_runs(arms, seeds, rates, chosen, explored), chosen, searches
 
 
 def _record_plan(output_dir, arms, seeds, rates, fixed_rates, description):
@@ -415,8 +492,11 @@ def summarize(output_dir):
     if recovery:
         _write_csv(os.path.join(output_dir, "error_recovery.csv"), RECOVERY_COLUMNS, recovery)
     plots = _plot(counted, output_dir)
+    selection_path = os.path.join(output_dir, SELECTION_FILE)
+    selection = files.read_json(selection_path) if os.path.exists(selection_path) else None
     files.write_text(os.path.join(output_dir, "results.md"),
-                     results_markdown(plan, counted, rows, comparisons, recovery, plots, runs))
+                     results_markdown(plan, counted, rows, comparisons, recovery, plots, runs,
+                                      selection))
     return rows
 
 
@@ -597,7 +677,23 @@ def recovery_rows(runs):
     return rows
 
 
-def results_markdown(plan, runs, rows, comparisons, recovery, plots, all_runs):
+def _bracket_lines(selection):
+    """The report's table of each arm's rate search (from `selection.json`), if any."""
+    paths = (selection or {}).get("paths") or {}
+    if not paths:
+        return []
+    lines = ["| arm | chosen | bracket | validation BPC of the first seed at each rate tried |",
+             "|---|---|---|---|"]
+    for key, path in sorted(paths.items()):
+        tried = ", ".join(f"{rate}: {'diverged' if bpc is None else f'{bpc:.4f}'}"
+                          for rate, bpc in path["tried"].items())
+        lines.append(f"| {key} | {selection['chosen'].get(key, '')} | {path['bracket']} | "
+                     f"{tried} |")
+    return lines + [""]
+
+
+def results_markdown(plan, runs, rows, comparisons, recovery, plots, all_runs,
+                     selection=None):
     config = runs[0]["config"]
     commits = sorted({str((r.get("code") or {}).get("commit")) for r in all_runs})
     lines = [
@@ -614,9 +710,11 @@ def results_markdown(plan, runs, rows, comparisons, recovery, plots, all_runs):
         f"{sorted({r['config']['seed'] for r in runs})}.",
         "",
         f"Learning rates: {plan['rates']}; each arm's is the one with the lowest validation "
-        "BPC of its first seed" + (f"; fixed: {plan['fixed_rates']}" if plan['fixed_rates']
-                                   else "") + ".",
+        "BPC of its first seed, interior to the rates tried (a best rate at the grid's edge "
+        f"grows the grid ×{BRACKET_FACTOR:g} on that side)" + (
+            f"; fixed: {plan['fixed_rates']}" if plan['fixed_rates'] else "") + ".",
         "",
+        *_bracket_lines(selection),
         _table(ARM_COLUMNS, rows),
         "",
         "## Comparisons (test split; runs paired by seed)",
