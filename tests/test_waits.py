@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -70,11 +71,19 @@ def _lone_worker(tmp_path, *extra):
 
 
 def _wait_for_the_wait(process, what):
-    """Reads the program's output up to its line saying that it waits for `what`."""
-    line = process.stdout.readline()
-    while line and not line.startswith(f"Waiting for {what} (at most "):
+    """Reads the program's output up to its line saying that it waits for `what` (at most
+    two minutes: then the program is stopped and the test fails)."""
+    timer = threading.Timer(120, process.kill)
+    timer.start()
+    try:
         line = process.stdout.readline()
-    assert line.endswith("; Ctrl-C stops the wait).\n"), process.communicate()
+        while line and not line.startswith(f"Waiting for {what} (at most "):
+            line = process.stdout.readline()
+    finally:
+        timer.cancel()
+    if not line.endswith("; Ctrl-C stops the wait).\n"):
+        process.kill()
+        pytest.fail(f"no line saying that it waits: {process.communicate()}")
 
 
 def test_a_multi_worker_run_whose_peers_never_come_stops_at_its_timeout(tmp_path):
@@ -84,8 +93,8 @@ def test_a_multi_worker_run_whose_peers_never_come_stops_at_its_timeout(tmp_path
     assert process.returncode == 1, stderr[-3000:]
     assert stderr.strip() == (
         f"error: No answer from localhost:{other} of the TF_CONFIG cluster after 2 s: start "
-        f"the training on every machine of the cluster with the same command (task index 0 "
-        f"to 1), or wait longer with --wait-timeout.")
+        f"the training on every machine of the cluster with the same command (each with its "
+        f"own task in TF_CONFIG), or wait longer with --wait-timeout.")
     assert not (tmp_path / "run").exists()
 
 
@@ -98,6 +107,38 @@ def test_a_ctrl_c_stops_a_multi_worker_run_waiting_for_its_peers(tmp_path):
     assert process.returncode == 130, stderr[-3000:]
     assert stderr.strip() == "Stopped while waiting for the other workers of the TF_CONFIG " \
                              "cluster."
+
+
+def test_the_workers_of_a_larger_cluster_started_apart_all_find_each_other():
+    """Each worker listens while it probes the others every half second: with its probes
+    left unaccepted, a listener's backlog filled and later probes were dropped, and a
+    cluster of three whose last worker came a few seconds late never formed."""
+    from keras_mulrnn.backend.tensorflow.distribute import _wait_for_peers
+
+    ports = [free_port() for _ in range(3)]
+    addresses = [f"localhost:{port}" for port in ports]
+    outcomes, servers = {}, []
+
+    def worker(index):
+        config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+        try:
+            _wait_for_peers(config, 30)
+            outcomes[index] = "joined"
+            # What TensorFlow's server does next: it serves on the worker's port.
+            servers.append(socket.create_server(("", ports[index]), backlog=1024))
+        except Exception as error:  # (reported below)
+            outcomes[index] = repr(error)
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(3)]
+    for index, thread in enumerate(threads):
+        thread.start()
+        if index == 1:
+            time.sleep(4)  # eight probes from each of the first two
+    for thread in threads:
+        thread.join(60)
+    for server in servers:
+        server.close()
+    assert outcomes == {0: "joined", 1: "joined", 2: "joined"}
 
 
 def _search(tmp_path, *role):

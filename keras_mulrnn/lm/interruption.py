@@ -130,14 +130,17 @@ def wait_until(ready, timeout, what, failure, interval=0.5):
     saying so: every wait on another process stays bounded, interruptible and announced."""
     deadline = time.monotonic() + timeout
     try:
-        if not ready():
-            print(f"Waiting for {what} (at most {timeout:g} s; Ctrl-C stops the wait).",
-                  flush=True)
-        while not ready():
+        if ready():
+            return
+        print(f"Waiting for {what} (at most {timeout:g} s; Ctrl-C stops the wait).",
+              flush=True)
+        while True:
             check()
             if time.monotonic() > deadline:
                 raise TimeoutError(failure())
             time.sleep(interval)
+            if ready():
+                return
     except KeyboardInterrupt:
         stop = KeyboardInterrupt(f"Stopped while waiting for {what}.")
         record(stop)

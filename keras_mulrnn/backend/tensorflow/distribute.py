@@ -251,38 +251,53 @@ def _wait_for_peers(config, timeout):
     connections. TensorFlow's own wait for them, in the strategy's constructor, holds the
     interpreter in C++ with no timeout: neither a Ctrl-C nor anything else could end it.
     Meanwhile this task listens on its own port, so that its peers' waits end too (once they
-    see it, TensorFlow's server takes the port over)."""
+    see it, TensorFlow's server takes the port over), and accepts and closes their probes at
+    every poll (a full backlog would drop later probes, and the peers would wait in vain)."""
     cluster, task = config["cluster"], config["task"]
     own = cluster[task["type"]][task["index"]]
     peers = [address for tasks in cluster.values() for address in tasks if address != own]
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    dual = socket.has_dualstack_ipv6()
     try:
-        listener.bind(("", _port(own)))
+        listener = socket.create_server(("", _port(own)), backlog=len(peers) + 1,
+                                        family=socket.AF_INET6 if dual else socket.AF_INET,
+                                        dualstack_ipv6=dual)
     except OSError as error:
-        listener.close()
         raise OSError(f"This worker cannot listen on {own} (its address in TF_CONFIG): "
                       f"{error.strerror}. Free the port or give another one.") from None
-    listener.listen(len(peers) + 1)
+    listener.setblocking(False)
+    waiting = list(peers)
+
+    def all_answer():
+        while True:  # the probes of the peers so far
+            try:
+                listener.accept()[0].close()
+            except (BlockingIOError, InterruptedError):
+                break
+        waiting[:] = [address for address in waiting if not _answers(address)]
+        return not waiting
 
     def failure():
-        waiting = ", ".join(address for address in peers if not _answers(address))
-        return (f"No answer from {waiting} of the TF_CONFIG cluster after {timeout:g} s: "
-                f"start the training on every machine of the cluster with the same command "
-                f"(task index 0 to {len(peers)}), or wait longer with --wait-timeout.")
+        return (f"No answer from {', '.join(waiting)} of the TF_CONFIG cluster after "
+                f"{timeout:g} s: start the training on every machine of the cluster with the "
+                f"same command (each with its own task in TF_CONFIG), or wait longer with "
+                f"--wait-timeout.")
 
     try:
-        interruption.wait_until(lambda: all(_answers(address) for address in peers),
-                                timeout, "the other workers of the TF_CONFIG cluster", failure)
+        interruption.wait_until(all_answer, timeout,
+                                "the other workers of the TF_CONFIG cluster", failure)
     finally:
         listener.close()
 
 
 def _port(address):
     try:
-        return int(address.rsplit(":", 1)[1])
+        port = int(address.rsplit(":", 1)[1])
     except (IndexError, ValueError):
-        raise ValueError(f"TF_CONFIG's address {address!r} is not HOST:PORT.") from None
+        port = 0
+    if not 1 <= port <= 65535:
+        raise ValueError(f"TF_CONFIG's address {address!r} is not HOST:PORT with a port "
+                         f"from 1 to 65535.")
+    return port
 
 
 def _answers(address):
