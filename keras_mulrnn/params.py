@@ -14,6 +14,11 @@ equations alone; the tests check them against `model.count_params()`.
 from keras_mulrnn.cells import resolve_groups
 from keras_mulrnn.factory import cell_class, transition_arguments
 
+# How far a size derived from a budget may be from it: beyond this, one step of the units
+# or the rank is too coarse for models that differ in their parametrization to count as
+# the same size.
+BUDGET_TOLERANCE = 0.10
+
 
 def count_params(
     family, parametrization, units, input_dim, rank=None, use_bias=True, weight_norm=False
@@ -119,11 +124,6 @@ def units_for_budget(family, parametrization, input_dim, budget, rank_ratio=1.0,
     _check_near(budget, count(units), f"{units} units", f"{family}/{parametrization}")
     return units
 
-
-# How far a size derived from a budget may be from it: beyond this, one step of the units
-# or the rank is too coarse for models that differ in their parametrization to count as
-# the same size.
-BUDGET_TOLERANCE = 0.10
 
 
 def _check_near(budget, count, size, cell):

@@ -189,22 +189,36 @@ def test_the_study_trains_the_rate_that_brackets_its_best(tmp_path):
     the next run is at twice it, and once that run is worse the top is chosen."""
     arms = study.plan_arms(tiny_base(units=8), ("lstm",), "budget", ("shared",))
     (arm,) = arms
-
-    def finish(rate, valid):
-        run = study._run(arm, rate, arm.config.seed)
-        directory = tmp_path / "runs" / run.name
-        directory.mkdir(parents=True)
-        (directory / "results.json").write_text(json.dumps(
-            {"valid_bpc": valid, "test_bpc": 1.0, "config": dataclasses.asdict(run.config)}))
-
     for rate, valid in zip(GRID, (2.0, 1.8, 1.6)):
-        finish(rate, valid)
+        _finish(tmp_path, arm, rate, valid_bpc=valid)
     assert study.select_rates(tmp_path, arms, GRID) == {}
     assert study.rate_search(tmp_path, arm, GRID)[0] == [0.02]
     runs = study.plan_runs(arms, 3, GRID, explored={arm.key: GRID + [0.02]})
     assert sorted(r.config.learning_rate for r in runs) == GRID + [0.02]
-    finish(0.02, 1.7)
+    _finish(tmp_path, arm, 0.02, valid_bpc=1.7)
     assert study.select_rates(tmp_path, arms, GRID) == {arm.key: 0.01}
+
+
+def _finish(tmp_path, arm, rate, **results):
+    """The `results.json` of the arm's first-seed run at `rate`."""
+    run = study._run(arm, rate, arm.config.seed)
+    directory = tmp_path / "runs" / run.name
+    directory.mkdir(parents=True)
+    (directory / "results.json").write_text(json.dumps(
+        {"test_bpc": 1.0, **results, "config": dataclasses.asdict(run.config)}))
+
+
+def test_a_run_no_better_than_uniform_counts_and_one_stopped_by_a_nan_does_not(tmp_path):
+    """Training's own `diverged` flag is a figure (the run finished, its BPC is real); the
+    study's record of a run stopped by a NaN (the error, a string) is no figure at all."""
+    (arm,) = study.plan_arms(tiny_base(units=8), ("lstm",), "budget", ("shared",))
+    _finish(tmp_path, arm, 0.002, valid_bpc=4.58, diverged=True)
+    _finish(tmp_path, arm, 0.005, valid_bpc=2.5, diverged=False)
+    _finish(tmp_path, arm, 0.01, valid_bpc=None, test_bpc=None,
+            diverged="Non-finite loss at step 3")
+    needed, chosen, how, valid = study.rate_search(tmp_path, arm, GRID)
+    assert valid == {0.002: 4.58, 0.005: 2.5, 0.01: math.inf}
+    assert (needed, chosen, how) == ([], 0.005, "interior")
 
 
 @pytest.mark.slow

@@ -185,7 +185,8 @@ def test_an_interrupted_trial_says_how_to_continue_the_search(tmp_path, data, mo
     assert "Run the same command again" in str(stop.value) and "--resume" not in str(stop.value)
 
 
-def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, data, monkeypatch):
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, data, monkeypatch,
+                                                           capsys):
     from tuning import space
 
     real_train = space.train
@@ -198,11 +199,31 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, data, monk
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(space, "train", train_failing_first)
-    search.main(_search_args(tmp_path, data, "--max-trials", "2"))
+    with pytest.warns(UserWarning, match="Trial .* failed: FloatingPointError: the loss "
+                                         "became NaN"):
+        search.main(_search_args(tmp_path, data, "--max-trials", "2"))
     statuses = sorted(t["status"] for t in _trials(tmp_path).values())
     assert statuses == ["COMPLETED", "FAILED"]
     failed = next(t for t in _trials(tmp_path).values() if t["status"] == "FAILED")
-    assert "the loss became NaN" in failed["message"]
+    assert failed["message"] == "Trial 0 failed: FloatingPointError: the loss became NaN"
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.out + printed.err  # keras-tuner's own print is off
+
+
+def test_a_search_whose_every_trial_failed_says_why(tmp_path, data, monkeypatch):
+    from keras_mulrnn.lm.files import WriteError
+    from tuning import space
+
+    def full_disk(*args, **kwargs):
+        raise WriteError("Could not write 'best.keras': No space left on device")
+
+    monkeypatch.setattr(space, "train", full_disk)
+    with pytest.warns(UserWarning), pytest.raises(
+            RuntimeError, match=r"Every trial of the search failed \(1\): Trial 0 failed: "
+                                r"WriteError: Could not write 'best.keras': No space left on "
+                                r"device\. Fix that, then run again with --overwrite"):
+        search.main(_search_args(tmp_path, data, "--max-trials", "1", "--parametrization",
+                                 "shared", "--rank-ratio", "0.5"))
 
 
 def test_overwrite_never_deletes_a_running_search(tmp_path, data):

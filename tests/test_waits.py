@@ -158,16 +158,31 @@ def test_a_search_worker_with_no_chief_stops_at_its_timeout(tmp_path):
         f"longer with --wait-timeout.")
 
 
-def test_a_ctrl_c_stops_a_search_worker_waiting_for_its_chief(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_ctrl_c_or_sigterm_stops_a_search_worker_waiting_for_its_chief(tmp_path, signum):
     port = free_port()
     process = subprocess.Popen(
         _search(tmp_path, "--worker", "1", "--oracle-ip", "127.0.0.1", "--oracle-port",
                 str(port)), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_the_wait(process, f"the search's chief at 127.0.0.1:{port}")
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr[-3000:]
     assert stderr.strip() == f"Stopped while waiting for the search's chief at 127.0.0.1:{port}."
+
+
+def test_a_worker_waits_for_a_chief_that_serves_not_for_any_listener(tmp_path):
+    """Something that accepts connections on the chief's port but does not answer as
+    keras-tuner's server held a worker past its timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        done = subprocess.run(_search(tmp_path, "--worker", "1", "--oracle-ip", "127.0.0.1",
+                                      "--oracle-port", str(port), "--wait-timeout", "2"),
+                              env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr.startswith(f"error: No chief answered at 127.0.0.1:{port} after 2 s")
 
 
 def test_a_chief_that_cannot_serve_says_so(tmp_path):

@@ -148,11 +148,17 @@ def set_role(args):
 
 def check_project(project):
     """Raises `DamagedFile` for a file that keras-tuner would reload from `project` and
-    could not parse (its own error names no file), saying what to do."""
+    could not parse (its own error names no file), saying what to do. It reloads a project
+    that holds this tuner's file: the oracle, this tuner and every trial."""
     from keras_mulrnn.lm.files import DamagedFile, read_json
 
+    tuner = os.path.join(project, f"{os.environ.get('KERASTUNER_TUNER_ID', 'tuner0')}.json")
+    if not os.path.exists(tuner):
+        return
     trials = sorted(glob.glob(os.path.join(project, "trial_*", "trial.json")))
-    for path in sorted(glob.glob(os.path.join(project, "*.json"))) + trials:
+    for path in [os.path.join(project, "oracle.json"), tuner] + trials:
+        if not os.path.exists(path):
+            continue
         try:
             read_json(path)
         except DamagedFile as error:
@@ -180,12 +186,28 @@ def meet_the_chief(args):
                               f"{error.strerror}. Give this machine's address and a "
                               f"free port.") from None
         return
+    import grpc  # (keras-tuner's own dependency)
+
+    connected = grpc.channel_ready_future(grpc.insecure_channel(f"{host}:{port_}"))
+
+    def serving():
+        try:  # a gRPC server, not merely something that accepts connections
+            connected.result(timeout=0.5)
+            return True
+        except grpc.FutureTimeoutError:
+            return False
+
     interruption.wait_until(
-        lambda: interruption.answers(host, port_), args.wait_timeout,
+        serving, args.wait_timeout,
         f"the search's chief at {host}:{port_}",
         lambda: f"No chief answered at {host}:{port_} after {args.wait_timeout:g} s: start "
                 f"the chief first (the same command with --chief), check --oracle-ip and "
                 f"--oracle-port, or wait longer with --wait-timeout.")
+
+
+def worker():
+    """Whether this process is a worker of keras-tuner's distributed mode."""
+    return distributed() and os.environ["KERASTUNER_TUNER_ID"] != "chief"
 
 
 def distributed():
@@ -245,6 +267,11 @@ def main(argv=None):
     if distributed():
         meet_the_chief(args)
     cli.start_backend(args, args.strategy)
+    # keras-tuner prints a failed trial's traceback while its (private) DEBUG flag is on, as
+    # it is by default: here a trial's error is one line (see `LanguageModelTuner`).
+    import keras_tuner.src.config
+
+    keras_tuner.src.config.DEBUG = False
     from keras_mulrnn.lm.lock import clear_held_directory, hold_directory
 
     corpus = cli.load_named_corpus(args.corpus_name, args)
@@ -257,18 +284,20 @@ def main(argv=None):
           else hold_directory(project, "search")):
         if args.overwrite and not distributed():
             clear_held_directory(project)
-        elif not args.overwrite:
-            check_project(project)
+        elif not args.overwrite and not worker():
+            check_project(project)  # (a worker reloads nothing: the chief's files are live)
         tuner = make_tuner(args, corpus, hypermodel, args.overwrite and distributed())
         tuner.search_space_summary()
         tuner.search()
     # Only a local search holds its oracle's trials (a worker's oracle is a client of the
     # chief's, and the chief trains none).
-    statuses = [] if distributed() else [t.status for t in tuner.oracle.trials.values()]
-    if statuses and "COMPLETED" not in statuses:
+    trials = [] if distributed() else list(tuner.oracle.trials.values())
+    if trials and not any(t.status == "COMPLETED" for t in trials):
+        errors = sorted({t.message.rstrip(".") for t in trials if t.message})
         raise RuntimeError(
-            f"Every trial of the search failed ({len(statuses)}; their errors are above). "
-            f"Fix what they say, then run again with --overwrite.")
+            f"Every trial of the search failed ({len(trials)}): {'; '.join(errors) or '?'}. "
+            f"Fix that, then run again with --overwrite (keras-tuner does not retry a failed "
+            f"trial).")
     if not args.worker:
         tuner.results_summary(num_trials=5)
         print(f"\nTable and plot: python tuning/report.py --directory {args.directory} "

@@ -11,6 +11,8 @@ differ in sharing are compared at (within 1% of) the same number of recurrent pa
 import dataclasses
 import itertools
 import os
+import re
+import warnings
 
 import keras_tuner
 
@@ -158,10 +160,18 @@ class LanguageModelTuner(keras_tuner.Tuner):
                     f"Trial {trial.trial_id}: {stop.what}", "Run the same command again to "
                     "continue the search: finished trials are kept, this one resumes.") from None
             except Exception as error:
-                raise keras_tuner.errors.FailedTrialError(
-                    f"Trial {trial.trial_id} failed: {type(error).__name__}: {error}"
-                ) from error
+                failure = f"Trial {trial.trial_id} failed: {type(error).__name__}: {error}"
+                warnings.warn(failure, stacklevel=2)
+                raise keras_tuner.errors.FailedTrialError(failure) from error
         return {"val_bpc": sum(run["valid_bpc"] for run in runs) / len(runs)}
+
+    def on_trial_end(self, trial):
+        # keras-tuner keeps a failed trial's whole traceback as its message, and every
+        # results summary prints it: the message is the error's one line (`run_trial`'s).
+        if trial.message:
+            trial.message = re.sub(r"^[\w.]*FailedTrialError: ", "",
+                                   trial.message.strip().splitlines()[-1])
+        super().on_trial_end(trial)
 
     def save_model(self, trial_id, model, step=0):
         """Each run already saves its `model.keras` in the trial's folder."""

@@ -46,6 +46,7 @@ from keras_mulrnn.lm.config import TrainConfig
 from keras_mulrnn.lm.lock import DirectoryInUse, held_elsewhere, hold_directory
 from keras_mulrnn.lm.training import (
     FINAL,
+    RESULT_FIGURES,
     RESULTS,
     TrainingInterrupted,
     ValidationLog,
@@ -63,9 +64,6 @@ STUDY_FILE, SELECTION_FILE = "study.json", "selection.json"
 BRACKET_FACTOR, BRACKET_LIMIT = 2.0, 4
 # How often a process that waits for another process's runs looks again.
 POLL_SECONDS = 10
-# The figures of a run's `results.json` that the study reads as numbers.
-RESULT_FIGURES = ("valid_bpc", "test_bpc", "params", "steps", "chars_per_sec",
-                  "train_seconds")
 # Said of a run that another process of the study began first.
 TAKEN = "taken by another process of this study"
 
@@ -263,7 +261,14 @@ def select_rates(output_dir, arms, rates):
 
 
 def _valid_bpc(results):
-    return math.inf if results.get("diverged") else results["valid_bpc"]
+    return math.inf if _stopped_by_nan(results) else results["valid_bpc"]
+
+
+def _stopped_by_nan(results):
+    """Whether a run was stopped by a non-finite loss: the study records that as a string
+    `diverged` (the error). A finished run's own flag (`true` when it ended no better than a
+    uniform guess) is a figure like the others: such a run counts, with its BPC."""
+    return isinstance(results.get("diverged"), str)
 
 
 def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis=False,
@@ -389,7 +394,7 @@ def _run_one(corpus, run, position, output_dir, analysis, verbose):
     results = _results(output_dir, run)
     if results is not None:
         _check_same_config(results, directory, run)
-        if results.get("diverged"):
+        if _stopped_by_nan(results):
             return  # nothing to analyse
     # A run killed between its results and its final model is resumed too: a finished run's
     # `--resume` writes what is missing from its checkpoints.
@@ -464,7 +469,7 @@ def collect(output_dir):
         if not os.path.exists(os.path.join(directory, RESULTS)):
             continue
         run = files.read_json(os.path.join(directory, RESULTS), RESULT_FIGURES)
-        if run.get("diverged"):
+        if _stopped_by_nan(run):
             continue  # left out of every table (its rate was not chosen, or it is a lost seed)
         family, arm_name = run["config"]["family"], name.split("-lr")[0].split("-", 1)[1]
         run.update(name=name, arm=arms.get((family, arm_name)),

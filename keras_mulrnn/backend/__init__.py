@@ -12,8 +12,9 @@ training loop; a few things differ by backend and live here, one module per back
 - `value_and_gradients(loss_fn, variables)`: inside a compiled function, the value of
   `loss_fn()` and its gradients with respect to `variables`;
 - `categorical(logits, seed, step)`: one sample per row, a pure function of the seed;
-- `make_distribution(name)`: the data-parallel strategy called `name` (`DISTRIBUTIONS`),
-  which also serves the batches to `model.fit` and holds the carried training state;
+- `make_distribution(name, wait_timeout)`: the data-parallel strategy called `name`
+  (`DISTRIBUTIONS`), which also serves the batches to `model.fit` and holds the carried
+  training state (one that joins other processes waits for them at most `wait_timeout` s);
 - `replica_sum(gradients)`: the gradient of the whole global batch where each replica
   holds only its share (`tf.distribute`), for clipping it as one device would;
 - `step_logs(logs)`: a training step's logs as the backend's trainer can reduce them;

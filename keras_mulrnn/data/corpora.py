@@ -64,7 +64,7 @@ class Corpus:
         return digests
 
 
-def _cannot_open(path, what, error):
+def cannot_open(path, what, error):
     """The error for a `path` that `os.stat` could not follow, saying why."""
     if error.errno == errno.ENOENT and os.path.islink(path):
         return FileNotFoundError(f"The {what} {path!r} is a symbolic link to "
@@ -85,7 +85,7 @@ def check_file(path, what="data file", kind=None, holds="text"):
     try:
         mode = os.stat(path).st_mode
     except OSError as error:
-        raise _cannot_open(path, what, error) from None
+        raise cannot_open(path, what, error) from None
     if stat.S_ISDIR(mode):
         raise IsADirectoryError(
             f"The {what} {path!r} is a directory; a file is expected here."
@@ -302,12 +302,16 @@ def read_ptb_tokens(path):
 def load_ptb(directory):
     """Penn Treebank characters from `directory/ptb.char.{train,valid,test}.txt`."""
     directory = os.fspath(directory)
-    if not os.path.exists(directory):
-        raise FileNotFoundError(
-            f"The Penn Treebank directory {directory!r} does not exist. Pass the directory "
-            f"that holds {', '.join(PTB_FILES.values())}."
-        )
-    if not os.path.isdir(directory):
+    try:
+        mode = os.stat(directory).st_mode
+    except OSError as error:
+        if error.errno == errno.ENOENT and not os.path.islink(directory):
+            raise FileNotFoundError(
+                f"The Penn Treebank directory {directory!r} does not exist. Pass the "
+                f"directory that holds {', '.join(PTB_FILES.values())}."
+            ) from None
+        raise cannot_open(directory, "Penn Treebank directory", error) from None
+    if not stat.S_ISDIR(mode):
         raise NotADirectoryError(
             f"{directory!r} is not a directory. Pass the directory that holds "
             f"{', '.join(PTB_FILES.values())}."
@@ -315,7 +319,7 @@ def load_ptb(directory):
     splits = {}
     for split, filename in PTB_FILES.items():
         path = os.path.join(directory, filename)
-        if not os.path.exists(path):
+        if not os.path.lexists(path):  # (a link that leads nowhere: `check_file` says so)
             raise FileNotFoundError(
                 f"{path!r} is missing: the Penn Treebank character corpus needs "
                 f"{', '.join(PTB_FILES.values())} in {directory!r}."

@@ -34,9 +34,12 @@ class Vocabulary:
         if kind == "byte" and not all(isinstance(s, int) and not isinstance(s, bool)
                                       and 0 <= s < 256 for s in symbols):
             raise ValueError("A byte vocabulary holds integers in [0, 255].")
-        wrong = [s for s in symbols if not (isinstance(s, str) and len(s) == 1)]
-        if kind == "char" and wrong:
-            raise ValueError(f"A char vocabulary holds single characters, not {wrong[0]!r}.")
+        if kind == "char":
+            wrong = sorted((s for s in symbols if not (isinstance(s, str) and len(s) == 1)),
+                           key=repr)
+            if wrong:
+                raise ValueError(f"A char vocabulary holds single characters, not "
+                                 f"{wrong[0]!r}.")
         symbols = sorted(symbols)
         self.kind = kind
         self.symbols = symbols

@@ -115,7 +115,8 @@ def parser(description, defaults, data_help, exclude=(), prog=None):
 
 def add_wait_timeout(parser_, what):
     """The flag `--wait-timeout`: how long to wait for `what` before stopping with an error."""
-    parser_.add_argument("--wait-timeout", type=seconds, default=interruption.WAIT_TIMEOUT, metavar="SECONDS",
+    parser_.add_argument("--wait-timeout", type=seconds, default=interruption.WAIT_TIMEOUT,
+                         metavar="SECONDS",
                          help=f"how long to wait for {what} before stopping with an error")
 
 

@@ -13,6 +13,7 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import re
 import secrets
@@ -116,7 +117,7 @@ def saved_size(model):
     if getattr(model, "optimizer", None) is not None:
         variables += list(model.optimizer.variables)
     values = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
-    return int(1.1 * values) + 8192 * len(variables) + (1 << 18)
+    return int(1.05 * values) + 4096 * len(variables) + (1 << 16)
 
 
 def ensure_space(path, size):
@@ -138,8 +139,11 @@ class DamagedFile(ValueError):
 
 
 def read_json(path, numbers=()):
-    """The JSON object in `path`, whose keys `numbers` hold numbers (or null); a file that
-    is not such an object raises `DamagedFile` naming it."""
+    """The JSON object in `path`, whose keys `numbers` hold finite numbers (or null); a file
+    that is not such an object (or not a regular file: a pipe would block) raises
+    `DamagedFile` naming it."""
+    if not os.path.isfile(path):
+        raise DamagedFile(f"{os.fspath(path)!r} is damaged: it is not a regular file.")
     try:
         with open(path, encoding="utf-8") as handle:
             value = json.load(handle)
@@ -151,7 +155,8 @@ def read_json(path, numbers=()):
     for key in numbers:
         figure = value.get(key)
         if figure is not None and (isinstance(figure, bool)
-                                   or not isinstance(figure, (int, float))):
+                                   or not isinstance(figure, (int, float))
+                                   or not math.isfinite(figure)):
             raise DamagedFile(f"{os.fspath(path)!r} is damaged: its {key!r} is {figure!r}, "
                               f"not a number.")
     return value

@@ -126,9 +126,13 @@ def recording():
 def wait_until(ready, timeout, what, failure, interval=0.5):
     """Returns once `ready()` is true, asking it every `interval` seconds; after `timeout`
     seconds raises `TimeoutError(failure())`. It says (on stdout) that it waits for `what`,
-    and a recorded Ctrl-C ends the wait (even where loading defers it) with a message
-    saying so: every wait on another process stays bounded, interruptible and announced."""
+    and a recorded Ctrl-C (or a SIGTERM, where nothing else handles it) ends the wait, even
+    where loading defers it, with a message saying so: every wait on another process stays
+    bounded, interruptible and announced."""
     deadline = time.monotonic() + timeout
+    own_sigterm = _main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if own_sigterm:
+        signal.signal(signal.SIGTERM, _terminate_wait)
     try:
         if ready():
             return
@@ -145,6 +149,14 @@ def wait_until(ready, timeout, what, failure, interval=0.5):
         stop = KeyboardInterrupt(f"Stopped while waiting for {what}.")
         record(stop)
         raise stop from None
+    finally:
+        if own_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _terminate_wait(signum, frame):
+    # A SIGTERM ends a wait as a Ctrl-C does: with a message, not a silent exit.
+    raise KeyboardInterrupt
 
 
 def answers(host, port):

@@ -28,7 +28,7 @@ import numpy as np
 
 from keras_mulrnn import backend
 from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
-from keras_mulrnn.data.corpora import Corpus
+from keras_mulrnn.data.corpora import Corpus, cannot_open
 from keras_mulrnn.lm import files, interruption
 from keras_mulrnn.lm.checkpoints import CheckpointManager, CheckpointMismatch, model_step
 from keras_mulrnn.lm.config import OPERATIONAL, TrainConfig, check_fits
@@ -41,10 +41,13 @@ from keras_mulrnn.params import stack_params
 # Files of a run's output directory (besides checkpoints/ and tensorboard/).
 RESULTS, BEST, BEST_INFO, FINAL, LOG = ("results.json", "best.keras", "best.json",
                                         "model.keras", "log.csv")
+# The figures of `results.json` that are numbers (a file where one is not is damaged).
+RESULT_FIGURES = ("valid_bpc", "test_bpc", "params", "steps", "chars_per_sec",
+                  "train_seconds")
 # A run whose final validation BPC comes within this of a uniform guess over its
 # vocabulary (log2 V bits), or is worse, has diverged (or never learned): it is recorded
 # as such in results.json and warned about, but its files are complete, so it exits as a
-# finished run (status 0); a study leaves it out, as it does a run stopped by a NaN.
+# finished run (status 0). (Its figures stand: a study counts it, with its BPC.)
 DIVERGENCE_MARGIN = 0.01
 
 
@@ -140,7 +143,6 @@ def training_batches(corpus, config):
                         name="train")
 
 
-
 class _Run:
     """One call of `train`: the model, its output and its loop."""
 
@@ -190,7 +192,7 @@ class _Run:
         if start >= config.steps and self._finished_outputs():
             print(f"This run finished all {config.steps} steps earlier; its results are in "
                   f"{os.path.join(self.chief_dir, RESULTS)}.")
-            return files.read_json(os.path.join(self.chief_dir, RESULTS))
+            return files.read_json(os.path.join(self.chief_dir, RESULTS), RESULT_FIGURES)
 
         started = time.perf_counter()
         self._fit(start, signals)
@@ -201,8 +203,9 @@ class _Run:
 
     def _fit(self, start, signals):
         config, model, monitor = self.config, self.model, self.monitor
-        callbacks = [monitor]  # (it stops on a NaN loss: Keras's TerminateOnNaN would only
-        # print a second line about it)
+        # The monitor stops on a NaN loss itself (Keras's TerminateOnNaN would only print a
+        # second message about it).
+        callbacks = [monitor]
         tensorboard = backend.tensorboard_callback(os.path.join(self.output_dir, "tensorboard"))
         if tensorboard is not None:
             callbacks.append(tensorboard)
@@ -255,7 +258,9 @@ class _Run:
             "valid_bpc": valid_bpc,
             "best_valid_bpc_during_training": self.monitor.best,
             "uniform_bpc": uniform_bpc,
-            "diverged": bool(valid_bpc >= uniform_bpc - DIVERGENCE_MARGIN),
+            # (One symbol is certain: nothing to diverge from.)
+            "diverged": bool(uniform_bpc > 0
+                             and valid_bpc >= uniform_bpc - DIVERGENCE_MARGIN),
             "test_symbols": test_symbols,
             "params": model.count_params(),
             "recurrent_params": stack_params(
@@ -312,7 +317,7 @@ class _Run:
         if not (os.path.exists(os.path.join(self.chief_dir, FINAL)) and os.path.exists(path)):
             return False
         try:
-            results = files.read_json(path)
+            results = files.read_json(path, RESULT_FIGURES)
         except files.DamagedFile as error:
             warnings.warn(f"{error} The finished run is evaluated again to write it anew.",
                           stacklevel=2)
@@ -633,12 +638,23 @@ class ValidationLog:
         self.path = path
 
     def rows(self):
-        """The rows written so far (those of an older layout without a step are dropped)."""
-        if not os.path.exists(self.path):
+        """The rows written so far (those of an older layout without a step are dropped). A
+        log that cannot be read (not text, or not a file) is set aside as `log.csv.damaged`
+        with a warning, and the log starts again: what it held cannot be rebuilt."""
+        if not os.path.lexists(self.path):
             return []
-        with open(self.path, newline="") as handle:
-            return [row for row in csv.DictReader(handle)
-                    if (row.get("step") or "").isdigit() and row.get("val_bpc")]
+        try:
+            if not os.path.isfile(self.path):
+                raise ValueError("it is not a regular file")
+            with open(self.path, newline="", encoding="utf-8") as handle:
+                return [row for row in csv.DictReader(handle)
+                        if (row.get("step") or "").isdigit() and row.get("val_bpc")]
+        except (ValueError, csv.Error) as error:  # (UnicodeDecodeError is a ValueError)
+            os.replace(self.path, self.path + ".damaged")
+            warnings.warn(f"{self.path!r} is damaged ({error}): set aside as "
+                          f"{os.path.basename(self.path)}.damaged; the log starts again.",
+                          stacklevel=2)
+            return []
 
     def keep_until(self, step):
         """Keeps the rows of the validations up to `step` (the step a run starts from)."""
@@ -660,7 +676,7 @@ def _read_best(output_dir):
     path = os.path.join(output_dir, BEST_INFO)
     if os.path.exists(path):
         try:
-            return float(files.read_json(path)["val_bpc"])
+            return float(files.read_json(path, ("val_bpc",))["val_bpc"])
         except (OSError, ValueError, KeyError, TypeError):
             return None  # a damaged record: the next validation writes a new one
     return None
@@ -671,6 +687,16 @@ def _prepare_output(output_dir, resume):
     output_dir = os.fspath(output_dir)
     if not output_dir.strip():
         raise ValueError("--output is empty: give a directory for the run's files.")
+    try:
+        output_dir.encode("utf-8")
+    except UnicodeEncodeError:  # bytes a command line could not decode (PEP 383)
+        raise ValueError(f"--output {output_dir!r} holds bytes that are not UTF-8 (TensorBoard "
+                         f"and TensorFlow take UTF-8 paths only): give a UTF-8 path.") from None
+    if os.path.islink(output_dir) and not os.path.exists(output_dir):
+        try:
+            os.stat(output_dir)
+        except OSError as error:
+            raise cannot_open(output_dir, "--output directory", error) from None
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise NotADirectoryError(
             f"--output {output_dir!r} is a file; give a directory for checkpoints and logs."
