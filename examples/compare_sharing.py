@@ -16,9 +16,10 @@ an interrupted one; the same command started twice shares the work between two p
 (`--threads 1` each on a 2-core machine).
 """
 
-from keras_mulrnn.lm import interruption
+import signal
 
-interruption.stop_quietly_while_starting()
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
 
 import json
 import sys

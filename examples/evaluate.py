@@ -16,9 +16,10 @@ static and dynamic BPC side by side; choose `--dynamic-lr` and `--dynamic-decay`
 split, then report the test split.
 """
 
-from keras_mulrnn.lm import interruption
+import signal
 
-interruption.stop_quietly_while_starting()
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
 
 from keras_mulrnn.lm import cli, commands
 

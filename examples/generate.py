@@ -3,9 +3,10 @@
     python examples/generate.py --model runs/quick/model.keras --prompt "ROMEO:" --length 300
 """
 
-from keras_mulrnn.lm import interruption
+import signal
 
-interruption.stop_quietly_while_starting()
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
 
 from keras_mulrnn.lm import cli, commands
 

@@ -6,9 +6,10 @@ A plain Keras model (`keras.Sequential`) with the package's `MLSTM` layer, train
 `model.fit`: the cells are ordinary Keras layers, on any backend.
 """
 
-from keras_mulrnn.lm import interruption
+import signal
 
-interruption.stop_quietly_while_starting()
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
 
 import argparse
 

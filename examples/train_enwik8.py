@@ -11,9 +11,10 @@ a CPU; without `--data` it trains on the small corpus embedded in the package (T
 Shakespeare), never on enwik8 silently replaced. `--help` lists every flag.
 """
 
-from keras_mulrnn.lm import interruption
+import signal
 
-interruption.stop_quietly_while_starting()
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
 
 from keras_mulrnn.lm import cli, commands
 

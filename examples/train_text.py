@@ -9,9 +9,10 @@ A file is split 90% / 5% / 5% (train / valid / test) in order. Each run writes i
 `--output` (default `runs/text`); `--resume` continues the run found there.
 """
 
-from keras_mulrnn.lm import interruption
+import signal
 
-interruption.stop_quietly_while_starting()
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
 
 from keras_mulrnn.lm import cli, commands
 

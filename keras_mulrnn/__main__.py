@@ -8,9 +8,10 @@ programs of `examples/` for an installed wheel, which has no `examples/`.
     python -m keras_mulrnn --version
 """
 
-from keras_mulrnn.lm import interruption
+import signal
 
-interruption.stop_quietly_while_starting()
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
 
 import sys
 

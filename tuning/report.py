@@ -8,9 +8,10 @@ hyperparameters, recurrent parameters, validation BPC, training time) and `bpc_v
 rank, as horizontal lines).
 """
 
-from keras_mulrnn.lm import interruption
+import signal
 
-interruption.stop_quietly_while_starting()
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
 
 import argparse
 import glob

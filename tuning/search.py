@@ -15,9 +15,10 @@ start over). For several machines, start one chief and N workers:
 (or set KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT yourself).
 """
 
-from keras_mulrnn.lm import interruption
+import signal
 
-interruption.stop_quietly_while_starting()
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while loading: stop, quietly
 
 import argparse
 import contextlib
@@ -29,7 +30,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_mulrnn.lm import cli  # noqa: E402
+from keras_mulrnn.lm import cli, interruption  # noqa: E402
 from keras_mulrnn.lm.config import TrainConfig  # noqa: E402
 from tuning import TUNERS  # noqa: E402
 

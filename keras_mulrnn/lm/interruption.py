@@ -41,14 +41,6 @@ def _handle(signum, frame):
         raise _pending
 
 
-def stop_quietly_while_starting():
-    """A program's first call: until `recording` takes over, a Ctrl-C stops it at once and
-    quietly, as an unhandled SIGINT does (Python's own handler would print a traceback from
-    whichever import it interrupted). Nothing changes where SIGINT has a handler already."""
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _main_thread():
     return threading.current_thread() is threading.main_thread()
 
