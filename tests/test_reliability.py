@@ -468,15 +468,25 @@ def test_a_changed_sample_length_on_a_finished_run_writes_a_new_sample(tmp_path,
     assert json.loads((tmp_path / "results.json").read_text())["sample"] == again["sample"]
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A small finished run, copied by the tests that damage it."""
+    directory = tmp_path_factory.mktemp("finished")
+    config = small_config(steps=4, eval_every=2, sample_length=5)
+    results = train(small_corpus(), config, directory, verbose=0)
+    return config, {**results, "directory": directory}
+
+
 @pytest.mark.parametrize("damage", [
     lambda path: path.write_text(path.read_text().replace('"test_bpc": ',
                                                           '"test_bpc": NaN, "x": ', 1)),
     lambda path: path.write_text(path.read_text().replace('"steps": ', '"steps": "six", "x": ', 1)),
     lambda path: (path.unlink(), os.mkfifo(path)),
 ], ids=["NaN figure", "text for a number", "a pipe"])
-def test_a_finished_runs_results_with_impossible_figures_are_evaluated_again(tmp_path, damage):
-    config = small_config(steps=4, eval_every=2, sample_length=5)
-    first = train(small_corpus(), config, tmp_path, verbose=0)
+def test_a_finished_runs_results_with_impossible_figures_are_evaluated_again(
+        finished_run, tmp_path, damage):
+    config, first = finished_run
+    shutil.copytree(first["directory"], tmp_path, dirs_exist_ok=True)
     damage(tmp_path / "results.json")
     with pytest.warns(UserWarning, match="results.json.*damaged"):
         again = train(small_corpus(), config, tmp_path, resume=True, verbose=0)
@@ -484,8 +494,7 @@ def test_a_finished_runs_results_with_impossible_figures_are_evaluated_again(tmp
     assert json.loads((tmp_path / "results.json").read_text())["steps"] == 4
 
 
-@pytest.mark.parametrize("record", ['{"val_bpc": NaN, "step": 2}',
-                                    '{"val_bpc": -Infinity, "step": 2}', "pipe"])
+@pytest.mark.parametrize("record", ['{"val_bpc": -Infinity, "step": 2}', "pipe"])
 def test_a_damaged_best_record_is_ignored_and_never_copied(tmp_path, record):
     """best.json's figure becomes results.json's `best_valid_bpc_during_training`: a
     non-finite one (or a pipe in its place, which blocked the run) is no record at all."""

@@ -86,16 +86,21 @@ def _wait_for_the_wait(process, what):
         pytest.fail(f"no line saying that it waits: {process.communicate()}")
 
 
-def test_a_multi_worker_run_whose_peers_never_come_stops_at_its_timeout(tmp_path):
-    process, own, other = _lone_worker(tmp_path, "--wait-timeout", "2")
-    stdout, stderr = process.communicate(timeout=300)
-    assert "Waiting for the other workers of the TF_CONFIG cluster (at most 2 s" in stdout
-    assert process.returncode == 1, stderr[-3000:]
-    assert stderr.strip() == (
-        f"error: No answer from localhost:{other} of the TF_CONFIG cluster after 2 s: start "
-        f"the training on every machine of the cluster with the same command (each with its "
-        f"own task in TF_CONFIG), or wait longer with --wait-timeout.")
-    assert not (tmp_path / "run").exists()
+def test_a_multi_worker_wait_whose_peers_never_come_ends_at_its_timeout(capsys):
+    from keras_mulrnn.backend.tensorflow.distribute import _wait_for_peers
+
+    own, other = free_port(), free_port()
+    config = {"cluster": {"worker": [f"localhost:{own}", f"localhost:{other}"]},
+              "task": {"type": "worker", "index": 0}}
+    with pytest.raises(TimeoutError) as raised:
+        _wait_for_peers(config, 1.5)
+    assert str(raised.value) == (
+        f"No answer from localhost:{other} of the TF_CONFIG cluster after 1.5 s: start the "
+        f"training on every machine of the cluster with the same command (each with its own "
+        f"task in TF_CONFIG), or wait longer with --wait-timeout.")
+    assert "Waiting for the other workers of the TF_CONFIG cluster (at most 1.5 s" in \
+        capsys.readouterr().out
+    assert not interruption.answers("localhost", own)  # its listener is closed
 
 
 def test_a_ctrl_c_stops_a_multi_worker_run_waiting_for_its_peers(tmp_path):
