@@ -1,5 +1,6 @@
 """Training that survives being killed, bad data and bad arguments, losing nothing."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -427,9 +428,18 @@ def test_the_advice_after_a_nan_before_any_checkpoint_works(tmp_path):
     assert results["nan_rollbacks"] == 1 and results["steps"] == 8
 
 
-def test_a_damaged_results_file_is_written_again_by_resume(tmp_path):
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A small finished run, copied by the tests that damage it."""
+    directory = tmp_path_factory.mktemp("finished")
     config = small_config(steps=4, eval_every=2, sample_length=5)
-    first = train(small_corpus(), config, tmp_path, verbose=0)
+    results = train(small_corpus(), config, directory, verbose=0)
+    return config, {**results, "directory": directory}
+
+
+def test_a_damaged_results_file_is_written_again_by_resume(finished_run, tmp_path):
+    config, first = finished_run
+    shutil.copytree(first["directory"], tmp_path, dirs_exist_ok=True)
     (tmp_path / "results.json").write_text("{not json")
     with pytest.warns(UserWarning, match="results.json.*damaged"):
         again = train(small_corpus(), config, tmp_path, resume=True, verbose=0)
@@ -456,25 +466,17 @@ def test_a_run_that_ends_at_a_uniform_guess_is_recorded_as_diverged(tmp_path):
     assert calm["valid_bpc"] < uniform - 0.01 and calm["diverged"] is False
 
 
-def test_a_changed_sample_length_on_a_finished_run_writes_a_new_sample(tmp_path, capsys):
-    config = small_config(steps=4, eval_every=2, sample_length=5)
-    first = train(small_corpus(), config, tmp_path, verbose=0)
+def test_a_changed_sample_length_on_a_finished_run_writes_a_new_sample(finished_run, tmp_path,
+                                                                       capsys):
+    config, first = finished_run
+    shutil.copytree(first["directory"], tmp_path, dirs_exist_ok=True)
     assert len(first["sample"]) == 5
-    config.sample_length = 12  # an operational setting: a resumed run may change it
+    config = dataclasses.replace(config, sample_length=12)  # a resumed run may change it
     again = train(small_corpus(), config, tmp_path, resume=True, verbose=0)
     assert "asks for another" in capsys.readouterr().out
     assert len(again["sample"]) == 12 and again["sample"].startswith(first["sample"])
     assert again["test_bpc"] == pytest.approx(first["test_bpc"], rel=1e-6)
     assert json.loads((tmp_path / "results.json").read_text())["sample"] == again["sample"]
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A small finished run, copied by the tests that damage it."""
-    directory = tmp_path_factory.mktemp("finished")
-    config = small_config(steps=4, eval_every=2, sample_length=5)
-    results = train(small_corpus(), config, directory, verbose=0)
-    return config, {**results, "directory": directory}
 
 
 @pytest.mark.parametrize("damage", [
