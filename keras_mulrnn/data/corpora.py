@@ -64,7 +64,16 @@ class Corpus:
         return digests
 
 
-def cannot_open(path, what, error):
+def file_mode(path, what):
+    """`os.stat(path).st_mode`, or an error about the `what` at `path` that says why it
+    cannot be followed (missing, a dangling link, a loop of links, ...)."""
+    try:
+        return os.stat(path).st_mode
+    except OSError as error:
+        raise _cannot_open(path, what, error) from None
+
+
+def _cannot_open(path, what, error):
     """The error for a `path` that `os.stat` could not follow, saying why."""
     if error.errno == errno.ENOENT and os.path.islink(path):
         return FileNotFoundError(f"The {what} {path!r} is a symbolic link to "
@@ -82,10 +91,7 @@ def check_file(path, what="data file", kind=None, holds="text"):
     the `kind` of corpus it holds, one that fits in memory once read); `holds` says what an
     empty one should have held."""
     path = os.fspath(path)
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as error:
-        raise cannot_open(path, what, error) from None
+    mode = file_mode(path, what)
     if stat.S_ISDIR(mode):
         raise IsADirectoryError(
             f"The {what} {path!r} is a directory; a file is expected here."
@@ -310,7 +316,7 @@ def load_ptb(directory):
                 f"The Penn Treebank directory {directory!r} does not exist. Pass the "
                 f"directory that holds {', '.join(PTB_FILES.values())}."
             ) from None
-        raise cannot_open(directory, "Penn Treebank directory", error) from None
+        raise _cannot_open(directory, "Penn Treebank directory", error) from None
     if not stat.S_ISDIR(mode):
         raise NotADirectoryError(
             f"{directory!r} is not a directory. Pass the directory that holds "

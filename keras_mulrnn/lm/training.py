@@ -28,7 +28,7 @@ import numpy as np
 
 from keras_mulrnn import backend
 from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
-from keras_mulrnn.data.corpora import Corpus, cannot_open
+from keras_mulrnn.data.corpora import Corpus, file_mode
 from keras_mulrnn.lm import files, interruption
 from keras_mulrnn.lm.checkpoints import CheckpointManager, CheckpointMismatch, model_step
 from keras_mulrnn.lm.config import OPERATIONAL, TrainConfig, check_fits
@@ -692,11 +692,8 @@ def _prepare_output(output_dir, resume):
     except UnicodeEncodeError:  # bytes a command line could not decode (PEP 383)
         raise ValueError(f"--output {output_dir!r} holds bytes that are not UTF-8 (TensorBoard "
                          f"and TensorFlow take UTF-8 paths only): give a UTF-8 path.") from None
-    if os.path.islink(output_dir) and not os.path.exists(output_dir):
-        try:
-            os.stat(output_dir)
-        except OSError as error:
-            raise cannot_open(output_dir, "--output directory", error) from None
+    if os.path.islink(output_dir):
+        file_mode(output_dir, "--output directory")  # (a link must lead somewhere)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise NotADirectoryError(
             f"--output {output_dir!r} is a file; give a directory for checkpoints and logs."
