@@ -221,8 +221,19 @@ def test_a_run_no_better_than_uniform_counts_and_one_stopped_by_a_nan_does_not(t
     assert (needed, chosen, how) == ([], 0.005, "interior")
 
 
+def test_the_remaining_time_is_the_runs_left_per_process_at_the_mean_pace():
+    # 7 runs left at 6 minutes each: 42 minutes for one process; two processes take 4 turns.
+    assert study.remaining_time(3, 10, 360.0) == (
+        "3 of 10 runs done; about 0 h 42 min left (7 runs × 6.0 min, 1 process)")
+    assert study.remaining_time(3, 10, 360.0, processes=2, growing=True) == (
+        "3 of 10 runs done so far; at least about 0 h 24 min left (7 runs × 6.0 min, "
+        "2 processes)")
+    assert study.remaining_time(40, 100, 900.0).endswith(
+        "about 15 h 00 min left (60 runs × 15.0 min, 1 process)")
+
+
 @pytest.mark.slow
-def test_a_factorial_study_end_to_end_and_its_rerun(tmp_path):
+def test_a_factorial_study_end_to_end_and_its_rerun(tmp_path, capsys):
     """Real training (tiny): the grid, the selection, the seeds at the chosen rate, the
     tables; a rerun trains nothing; the comparisons equal a hand computation."""
     tf.config.experimental.enable_op_determinism()
@@ -243,6 +254,13 @@ def test_a_factorial_study_end_to_end_and_its_rerun(tmp_path):
         assert rates_tried[0] < selection["chosen"][key] < rates_tried[-1]
         tried += len(rates_tried)
     assert len(os.listdir(tmp_path / "runs")) == tried + len(arms)  # + one more seed each
+    # After each run, where the study stands: the plan grows while rates are being chosen.
+    progress = [line for line in capsys.readouterr().out.splitlines()
+                if line.startswith("study: ")]
+    assert len(progress) == tried + len(arms)  # one a run, diverged or not
+    assert "so far; at least about" in progress[0]
+    assert progress[-1].startswith(f"study: {tried + len(arms)} of {tried + len(arms)} runs "
+                                   f"done; about 0 h 00 min left (0 runs × ")
     assert "| lstm/shared@8 | " in (tmp_path / "results.md").read_text()
     for row in rows:
         assert row["seeds"] == 2

@@ -293,15 +293,23 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
     with hold_directory(output_dir, "plan of this study", wait=True):
         _record_plan(output_dir, arms, seeds, rates, fixed_rates, description)
     finished = None  # the runs with results after the last pass
+    timed = []  # the wall seconds of each run this process trained from its start
     while True:
         runs, chosen, _ = _plan_so_far(output_dir, arms, seeds, rates, fixed_rates)
         held = False
         for position, run in enumerate(runs, 1):
+            started = time.perf_counter()
             try:
-                _run_one(corpus, run, f"[{position}/{len(runs)}]", output_dir, analysis,
-                         verbose)
+                trained = _run_one(corpus, run, f"[{position}/{len(runs)}]", output_dir,
+                                   analysis, verbose)
             except DirectoryInUse:
                 held = True  # another process of this study has it
+                continue
+            if trained == "from the start":
+                timed.append(time.perf_counter() - started)
+            if trained and timed:
+                print(_progress(output_dir, arms, seeds, rates, fixed_rates, timed),
+                      flush=True)
         runs, chosen, searches = _plan_so_far(output_dir, arms, seeds, rates, fixed_rates)
         done = {run.name for run in runs if _results(output_dir, run) is not None}
         if len(chosen) == len(arms) and len(done) == len(runs):
@@ -327,6 +335,34 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
                             "bracket": how}
                       for key, (how, valid) in searches.items()}})
         return summarize(output_dir)
+
+
+def _progress(output_dir, arms, seeds, rates, fixed_rates, timed):
+    """One line on where the study stands and its remaining wall time, estimated from the
+    runs this process has trained (their mean time) and the processes at work now."""
+    runs, chosen, _ = _plan_so_far(output_dir, arms, seeds, rates, fixed_rates)
+    left = [run for run in runs if _results(output_dir, run) is None]
+    others = sum(held_elsewhere(os.path.join(output_dir, "runs", run.name)) for run in left)
+    runs_dir = os.path.join(output_dir, "runs")
+    done = sum(os.path.exists(os.path.join(runs_dir, name, RESULTS))
+               for name in os.listdir(runs_dir))  # every rate tried included
+    return "study: " + remaining_time(done, done + len(left), sum(timed) / len(timed),
+                                      processes=1 + others,
+                                      growing=len(chosen) < len(arms))
+
+
+def remaining_time(done, planned, seconds_per_run, processes=1, growing=False):
+    """`done` of `planned` runs, and the wall time the rest take at `seconds_per_run` each,
+    shared by `processes` (a run at a time each). `growing`: some arm's rate is not chosen
+    yet, so the plan may grow (its other seeds, a bracket's next rate) and the time is a
+    lower bound."""
+    left = planned - done
+    seconds = math.ceil(left / processes) * seconds_per_run
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return (f"{done} of {planned} runs done{' so far' if growing else ''}; "
+            f"{'at least ' if growing else ''}about {hours} h {minutes:02d} min left "
+            f"({left} runs × {seconds_per_run / 60:.1f} min, {processes} "
+            f"process{'es' if processes > 1 else ''})")
 
 
 def _plan_so_far(output_dir, arms, seeds, rates, fixed_rates):
@@ -389,29 +425,34 @@ def _results(output_dir, run):
 
 
 def _run_one(corpus, run, position, output_dir, analysis, verbose):
-    """Trains (or resumes, or skips) one run of a study, then analyses it if asked."""
+    """Trains (or resumes, or skips) one run of a study, then analyses it if asked.
+    Returns how it trained: "from the start", "resumed", "diverged" or None (not at
+    all)."""
     directory = os.path.join(output_dir, "runs", run.name)
     results = _results(output_dir, run)
     if results is not None:
         _check_same_config(results, directory, run)
         if _stopped_by_nan(results):
-            return  # nothing to analyse
+            return None  # nothing to analyse
     # A run killed between its results and its final model is resumed too: a finished run's
     # `--resume` writes what is missing from its checkpoints.
+    trained = None
     if results is None or not os.path.exists(os.path.join(directory, FINAL)):
         if held_elsewhere(directory):
             raise DirectoryInUse(directory)
-        if not _train_one(corpus, run, position, directory, verbose,
-                          resume=results is not None):
-            return
+        trained = _train_one(corpus, run, position, directory, verbose,
+                             resume=results is not None)
+        if trained == "diverged":
+            return trained
     if analysis:
         with hold_directory(directory, "analysis"):
             analyse_run(corpus, directory)
+    return trained
 
 
 def _train_one(corpus, run, position, directory, verbose, resume=False):
     """Trains or resumes one run (`resume`: it has results already, or checkpoints);
-    returns whether it finished (rather than diverged)."""
+    returns "from the start" or "resumed" when it finished, or "diverged"."""
     checkpoints = os.path.join(directory, "checkpoints")
     resume = resume or (os.path.isdir(checkpoints) and bool(os.listdir(checkpoints)))
     print(f"{position} {run.name}: {'resuming' if resume else 'training'} "
@@ -434,8 +475,8 @@ def _train_one(corpus, run, position, directory, verbose, resume=False):
         files.write_json(os.path.join(directory, RESULTS),
                          {"diverged": str(error), "valid_bpc": None, "test_bpc": None,
                           "config": dataclasses.asdict(run.config)})
-        return False
-    return True
+        return "diverged"
+    return "resumed" if resume else "from the start"
 
 
 def analyse_run(corpus, directory, positions=1000, horizon=50):
