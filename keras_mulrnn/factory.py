@@ -2,6 +2,7 @@
 
 Families: `"rnn"` (mRNN), `"lstm"` (mLSTM), `"gru"` (mGRU). Parametrizations:
 `"additive"` (the plain RNN/LSTM/GRU transition `U_g h`, the control group),
+`"integration"` (multiplicative integration, Wu et al. 2016: no rank, no sharing),
 `"shared"` (one intermediate state for all gates), `"unshared"` (one per gate), or an
 explicit partition of the family's gate names such as `(("i", "f", "o"), ("u",))`, also
 written as a string of gate letters, `"ifo+u"` (the form that command lines and saved
@@ -16,7 +17,9 @@ from keras_mulrnn.layers import MGRU, MLSTM, MRNN
 
 CELLS = {"rnn": MRNNCell, "lstm": MLSTMCell, "gru": MGRUCell}
 LAYERS = {"rnn": MRNN, "lstm": MLSTM, "gru": MGRU}
-PARAMETRIZATIONS = ("additive", "shared", "unshared", "gates+candidate")
+PARAMETRIZATIONS = ("additive", "integration", "shared", "unshared", "gates+candidate")
+# The parametrizations that are transitions of their own, with no factorization to share.
+UNFACTORED = ("additive", "integration")
 
 
 def cell_class(family):
@@ -32,8 +35,8 @@ def cell_class(family):
 def transition_arguments(family, parametrization):
     """The cell arguments (`transition`, `sharing`) that a parametrization stands for."""
     gate_names = cell_class(family).gate_names
-    if parametrization == "additive":
-        return {"transition": "additive"}
+    if parametrization in UNFACTORED:
+        return {"transition": parametrization}
     if parametrization == "multiplicative" and len(gate_names) == 1:
         parametrization = "shared"
     if parametrization == "gates+candidate":

@@ -122,7 +122,7 @@ class RecurrentLayer(keras.layers.RNN):
             recurrent_mask = cell.get_recurrent_dropout_mask(initial_state[0])
         weights = cell.prepared_weights()
         sequence_function = (backend.fused_sequence(cell)
-                             if self.fused and fused_plan.supports(mask, self.unroll)
+                             if self.fused and fused_plan.supports(cell, mask, self.unroll)
                              else None)
         if sequence_function is not None:
             # Time major from the start: transposing the narrow input costs little, while

@@ -5,9 +5,12 @@ With `N` gates, `G` groups, input size `d`, `n` units and rank `k`:
 
     multiplicative:  G·(d·k + n·k) + N·d·n + N·k·n + N·n
     additive:        N·d·n + N·n·n + N·n
+    integration:     N·d·n + N·n·n + N·n + 3·N·n       (α, β₁, β₂)
 
-(the last term is the biases). Weight normalization adds one gain per output column of every
-matrix: `2·N·n + 2·G·k` multiplicative, `2·N·n` additive. The counts follow from the
+(the `N·n` is the biases). The Mogrifier's `r` rounds add `r·d·n` (full matrices) or
+`r·k_m·(d + n)` (factors of rank `k_m`). Weight normalization adds one gain per output column
+of every matrix: `2·N·n + 2·G·k` multiplicative, `2·N·n` additive or integration, and for the
+Mogrifier's rounds `⌈r/2⌉·d + ⌊r/2⌋·n` (plus `r·k_m` at a rank). The counts follow from the
 equations alone; the tests check them against `model.count_params()`.
 """
 
@@ -21,7 +24,8 @@ BUDGET_TOLERANCE = 0.10
 
 
 def count_params(
-    family, parametrization, units, input_dim, rank=None, use_bias=True, weight_norm=False
+    family, parametrization, units, input_dim, rank=None, use_bias=True, weight_norm=False,
+    mogrifier_rounds=0, mogrifier_rank=None,
 ):
     """The number of weights of one cell, biases and weight-norm gains included."""
     gates = len(cell_class(family).gate_names)
@@ -29,8 +33,11 @@ def count_params(
     n, d = units, input_dim
     count = gates * d * n + (gates * n if use_bias else 0)
     gains = 2 * gates * n if weight_norm else 0
-    if arguments["transition"] == "additive":
+    count += mogrifier_params(units, input_dim, mogrifier_rounds, mogrifier_rank, weight_norm)
+    if arguments["transition"] in ("additive", "integration"):
         count += gates * n * n
+        if arguments["transition"] == "integration":
+            count += 3 * gates * n
     else:
         k = units if rank is None else rank
         groups = len(resolve_groups(cell_class(family).gate_names, arguments["sharing"]))
@@ -39,34 +46,46 @@ def count_params(
     return count + gains
 
 
+def mogrifier_params(units, input_dim, rounds, rank=None, weight_norm=False):
+    """The Mogrifier's weights: one matrix per round (or its two factors at `rank`), odd
+    rounds mapping the state to the input's size, even rounds the input to the state's."""
+    n, d = units, input_dim
+    count = rounds * (d * n if rank is None else rank * (d + n))
+    if weight_norm:
+        count += (rounds + 1) // 2 * d + rounds // 2 * n + (0 if rank is None else rounds * rank)
+    return count
+
+
 def stack_params(family, parametrization, units, input_dim, rank=None, num_layers=1,
-                 use_bias=True, weight_norm=False):
+                 use_bias=True, weight_norm=False, mogrifier_rounds=0, mogrifier_rank=None):
     """The parameters of `num_layers` stacked cells (the first reads `input_dim`, the others
     the `units` of the layer below)."""
     return sum(
         count_params(family, parametrization, units, input_dim if index == 0 else units, rank,
-                     use_bias, weight_norm)
+                     use_bias, weight_norm, mogrifier_rounds, mogrifier_rank)
         for index in range(num_layers)
     )
 
 
 def rank_for_budget(
     family, parametrization, units, input_dim, budget, use_bias=True, weight_norm=False,
-    num_layers=1,
+    num_layers=1, mogrifier_rounds=0, mogrifier_rank=None,
 ):
-    """The rank that brings `num_layers` multiplicative cells closest to `budget` parameters.
+    """The rank that brings `num_layers` multiplicative cells closest to `budget` parameters
+    (the Mogrifier's weights, if any, counted at their own fixed rank).
 
-    Raises `ValueError` if even rank 1 exceeds the budget, or for an additive
+    Raises `ValueError` if even rank 1 exceeds the budget, or for an additive or integration
     parametrization (it has no rank: use `units_for_budget`).
     """
-    if transition_arguments(family, parametrization)["transition"] == "additive":
+    transition = transition_arguments(family, parametrization)["transition"]
+    if transition != "multiplicative":
         raise ValueError(
-            "An additive cell has no rank to adjust; use `units_for_budget` to size it."
+            f"An {transition} cell has no rank to adjust; use `units_for_budget` to size it."
         )
 
     def count(rank):
         return stack_params(family, parametrization, units, input_dim, rank, num_layers,
-                            use_bias, weight_norm)
+                            use_bias, weight_norm, mogrifier_rounds, mogrifier_rank)
 
     per_rank = count(2) - count(1)  # the count is linear in the rank
     rank = max(1, round((budget - count(1)) / per_rank) + 1)
@@ -91,23 +110,25 @@ def matching_rank(family, parametrization, units, input_dim, like="shared", like
 
 
 def units_for_budget(family, parametrization, input_dim, budget, rank_ratio=1.0,
-                     num_layers=1, weight_norm=False):
+                     num_layers=1, weight_norm=False, mogrifier_rounds=0, mogrifier_rank=None):
     """The number of units that brings `num_layers` cells closest to `budget` parameters.
 
-    Multiplicative cells keep `rank = max(1, round(rank_ratio · units))`. Raises
-    `ValueError` if even one unit exceeds the budget (as `rank_for_budget` does for rank 1).
+    Multiplicative cells keep `rank = max(1, round(rank_ratio · units))`; the Mogrifier's
+    rank stays `mogrifier_rank`. Raises `ValueError` if even one unit exceeds the budget (as
+    `rank_for_budget` does for rank 1).
     """
     if budget <= 0:
         raise ValueError(
             f"Invalid value for argument `budget`: received budget={budget}. "
             f"Allowed: a positive integer."
         )
-    additive = transition_arguments(family, parametrization)["transition"] == "additive"
+    factored = transition_arguments(family, parametrization)["transition"] == "multiplicative"
 
     def count(units):
-        rank = None if additive else max(1, round(rank_ratio * units))
+        rank = max(1, round(rank_ratio * units)) if factored else None
         return stack_params(family, parametrization, units, input_dim, rank, num_layers,
-                            weight_norm=weight_norm)
+                            weight_norm=weight_norm, mogrifier_rounds=mogrifier_rounds,
+                            mogrifier_rank=mogrifier_rank)
 
     if count(1) > budget:
         raise ValueError(
@@ -123,7 +144,6 @@ def units_for_budget(family, parametrization, input_dim, budget, rank_ratio=1.0,
     units = min((low, high), key=lambda units: abs(count(units) - budget))
     _check_near(budget, count(units), f"{units} units", f"{family}/{parametrization}")
     return units
-
 
 
 def _check_near(budget, count, size, cell):

@@ -1,8 +1,11 @@
 """An independent NumPy implementation of docs/DESIGN.md, "Cells", for the tests.
 
 Written from the equations, one gate and one group at a time, with no code shared with the
-package. `reference_weights(cell)` reads a built cell's weights through the layout its
-docstring documents (gate columns in `cell.gate_order`, factor columns in `cell.groups`).
+package: multiplicative integration as Wu et al. write it (`α ⊙ Wx ⊙ Uh + β₁ ⊙ Uh + β₂ ⊙ Wx
++ b` per gate), the Mogrifier as Melis et al. write it (alternating rounds, `x` first, each
+its own matrix). `reference_weights(cell)` reads a built cell's weights through the layout
+its docstring documents (gate columns in `cell.gate_order`, factor columns in
+`cell.groups`, one Mogrifier matrix per round).
 """
 
 import numpy as np
@@ -30,15 +33,25 @@ def reference_weights(cell, raw=None):
 
     n = cell.units
     gate_cols = {g: slice(j * n, (j + 1) * n) for j, g in enumerate(cell.gate_order)}
-    p = {"Wx": {}, "b": {}, "U": {}, "Wm": {}, "Wmx": [], "Wmh": [], "group_of": {}}
+    p = {"Wx": {}, "b": {}, "U": {}, "Wm": {}, "Wmx": [], "Wmh": [], "group_of": {},
+         "mi": None, "mogrifier": []}
     kernel = matrix("kernel")
     for g, cols in gate_cols.items():
         p["Wx"][g] = kernel[:, cols]
         p["b"][g] = raw["bias"][cols] if cell.use_bias else np.zeros(n)
-    if cell.transition == "additive":
+    # Round i's matrix maps the state (odd i, Qⁱ) or the input (even i, Rⁱ) to the other's
+    # size; at a rank it is the product of its two factors.
+    for i in range(1, getattr(cell, "mogrifier_rounds", 0) + 1):
+        name = f"mogrifier_{'q' if i % 2 else 'r'}_{i}"
+        p["mogrifier"].append(matrix(name) if name in raw
+                              else matrix(name + "_left") @ matrix(name + "_right"))
+    if cell.transition in ("additive", "integration"):
         rec = matrix("recurrent_kernel")
         for g, cols in gate_cols.items():
             p["U"][g] = rec[:, cols]
+        if cell.transition == "integration":
+            p["mi"] = {g: {"alpha": raw["alpha"][cols], "beta1": raw["beta_recurrent"][cols],
+                           "beta2": raw["beta_input"][cols]} for g, cols in gate_cols.items()}
         return p
     k = cell.rank
     fx, fh, tr = (matrix(x) for x in ("factor_input_kernel", "factor_recurrent_kernel",
@@ -61,13 +74,42 @@ def recurrent_terms(p, x, h):
     return {g: m[p["group_of"][g]] @ Wm for g, Wm in p["Wm"].items()}
 
 
-def step(family, p, x, states):
-    """One step of `family` ("rnn", "lstm", "gru"); returns (h, new_states)."""
-    h = states[0]
-    rec = recurrent_terms(p, x, h)
+def mogrify(p, x, h):
+    """Melis et al.'s rounds: `x⁻¹ = x`, `h⁰ = h`; for i = 1 … r, odd i:
+    `xⁱ = 2σ(Qⁱ hⁱ⁻¹) ⊙ xⁱ⁻²`, even i: `hⁱ = 2σ(Rⁱ xⁱ⁻¹) ⊙ hⁱ⁻²` (row vectors here)."""
+    for i, matrix in enumerate(p["mogrifier"], 1):
+        if i % 2:
+            x = 2 * sigmoid(h @ matrix) * x
+        else:
+            h = 2 * sigmoid(x @ matrix) * h
+    return x, h
 
-    def pre(g):
-        return x @ p["Wx"][g] + rec[g] + p["b"][g]
+
+def step(family, p, x, states):
+    """One step of `family` ("rnn", "lstm", "gru"); returns (h, new_states). The Mogrifier's
+    `x` and `h` enter every product; the carried states (`c`, and the GRU's `z ⊙ h_{t-1}`)
+    are the unmodified ones."""
+    h_prev = states[0]
+    x, h = mogrify(p, x, h_prev)
+
+    if p["mi"] is not None:  # Wu et al.: the sum of Wx and Uh replaced by their MI block
+        def block(g, uh):
+            v, wx = p["mi"][g], x @ p["Wx"][g]
+            return v["alpha"] * wx * uh + v["beta1"] * uh + v["beta2"] * wx + p["b"][g]
+
+        def pre(g):
+            return block(g, h @ p["U"][g])
+
+        def candidate(reset):  # the GRU's reset gate on U_h h, inside the block
+            return np.tanh(block("h", reset * (h @ p["U"]["h"])))
+    else:
+        rec = recurrent_terms(p, x, h)
+
+        def pre(g):
+            return x @ p["Wx"][g] + rec[g] + p["b"][g]
+
+        def candidate(reset):
+            return np.tanh(x @ p["Wx"]["h"] + reset * rec["h"] + p["b"]["h"])
 
     if family == "rnn":
         h = np.tanh(pre("h"))
@@ -80,8 +122,7 @@ def step(family, p, x, states):
         h = o * np.tanh(c)
         return h, [h, c]
     z, r = sigmoid(pre("z")), sigmoid(pre("r"))
-    candidate = np.tanh(x @ p["Wx"]["h"] + r * rec["h"] + p["b"]["h"])
-    h = z * h + (1 - z) * candidate
+    h = z * h_prev + (1 - z) * candidate(r)
     return h, [h]
 
 

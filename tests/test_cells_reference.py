@@ -14,19 +14,40 @@ SHARINGS = {
     "lstm": ["shared", "unshared", (("i", "f", "o"), ("u",)), (("i", "o"), ("f", "u"))],
     "gru": ["shared", "unshared", (("z", "r"), ("h",))],
 }
+NO_MOGRIFIER = {}
 CASES = [
-    (family, sharing, rank, use_bias)
+    (family, sharing, rank, use_bias, NO_MOGRIFIER)
     for family, sharings in SHARINGS.items()
     for sharing in sharings
     for rank in (3, N, 9)  # k < n, k = n, k > n
     for use_bias in (True, False)
-] + [(family, "additive", None, use_bias) for family in SHARINGS for use_bias in (True, False)]
+] + [(family, transition, None, use_bias, NO_MOGRIFIER) for family in SHARINGS
+     for transition in ("additive", "integration") for use_bias in (True, False)]
+# The Mogrifier over every family and transition: rounds odd and even, full and low rank
+# (its rank below and above the sizes it maps between).
+MOGRIFIER_CASES = [
+    (family, sharing, rank, True, dict(mogrifier_rounds=rounds, mogrifier_rank=mogrifier_rank))
+    for family, sharing, rank, rounds, mogrifier_rank in [
+        ("lstm", "additive", None, 5, None),  # the Mogrifier LSTM as published
+        ("lstm", "additive", None, 4, 2),
+        ("lstm", "shared", 3, 3, None),
+        ("lstm", "unshared", 9, 2, 8),
+        ("lstm", "integration", None, 6, None),
+        ("gru", "additive", None, 3, None),
+        ("gru", "shared", 3, 4, 2),
+        ("gru", "integration", None, 2, 2),
+        ("rnn", "shared", N, 1, None),
+        ("rnn", "integration", None, 3, 2),
+    ]
+]
 
 
 def _id(case):
-    family, sharing, rank, use_bias = case
+    family, sharing, rank, use_bias, options = case
     sharing = sharing if isinstance(sharing, str) else "+".join("".join(g) for g in sharing)
-    return f"{family}-{sharing}-k{rank}-{'bias' if use_bias else 'nobias'}"
+    mogrifier = (f"-mogrifier{options['mogrifier_rounds']}k{options['mogrifier_rank']}"
+                 if options else "")
+    return f"{family}-{sharing}-k{rank}-{'bias' if use_bias else 'nobias'}{mogrifier}"
 
 
 def randomized(obj, seed, scale=0.5):
@@ -34,6 +55,21 @@ def randomized(obj, seed, scale=0.5):
     rng = np.random.default_rng(seed)
     obj.set_weights([scale * rng.standard_normal(w.shape) for w in obj.get_weights()])
     return obj
+
+
+def variant(name, rank=5):
+    """`(parametrization, rank, options)` of a test case's name: a parametrization, with
+    "/mogrifierR" or "/mogrifierRkK" for the Mogrifier's rounds and rank (e.g.
+    "additive/mogrifier5", "shared/mogrifier4k2"); `rank` for a multiplicative cell."""
+    if not isinstance(name, str) or "/" not in name:
+        parametrization, options = name, {}
+    else:
+        parametrization, mogrifier = name.split("/mogrifier")
+        rounds, _, mogrifier_rank = mogrifier.partition("k")
+        options = dict(mogrifier_rounds=int(rounds),
+                       mogrifier_rank=int(mogrifier_rank) if mogrifier_rank else None)
+    unfactored = parametrization in ("additive", "integration")
+    return parametrization, None if unfactored else rank, options
 
 
 def built_cell(family, sharing, rank, seed=0, input_dim=D, **kwargs):
@@ -47,10 +83,10 @@ def initial_states(family, batch, rng):
     return [0.5 * rng.standard_normal((batch, N)) for _ in range(count)]
 
 
-@pytest.mark.parametrize("case", CASES, ids=_id)
+@pytest.mark.parametrize("case", CASES + MOGRIFIER_CASES, ids=_id)
 def test_cell_step_matches_reference(case):
-    family, sharing, rank, use_bias = case
-    cell = built_cell(family, sharing, rank, use_bias=use_bias)
+    family, sharing, rank, use_bias, options = case
+    cell = built_cell(family, sharing, rank, use_bias=use_bias, **options)
     p = reference_weights(cell)
     rng = np.random.default_rng(1)
     states = initial_states(family, 3, rng)
@@ -64,10 +100,10 @@ def test_cell_step_matches_reference(case):
         states = want_states
 
 
-@pytest.mark.parametrize("case", CASES, ids=_id)
+@pytest.mark.parametrize("case", CASES + MOGRIFIER_CASES, ids=_id)
 def test_sequences_match_reference(case):
-    family, sharing, rank, use_bias = case
-    cell = built_cell(family, sharing, rank, use_bias=use_bias)
+    family, sharing, rank, use_bias, options = case
+    cell = built_cell(family, sharing, rank, use_bias=use_bias, **options)
     p = reference_weights(cell)
     rng = np.random.default_rng(2)
     xs = rng.standard_normal((3, 50, D))
@@ -75,7 +111,7 @@ def test_sequences_match_reference(case):
     want, want_states = run(family, p, xs, states)
 
     layer = km.make_layer(family, sharing, units=N, rank=rank, use_bias=use_bias,
-                          return_sequences=True, return_state=True)
+                          return_sequences=True, return_state=True, **options)
     layer.build((None, 50, D))
     layer.set_weights(cell.get_weights())
     wrapped = keras.layers.RNN(cell, return_sequences=True, return_state=True)
@@ -88,11 +124,19 @@ def test_sequences_match_reference(case):
 
 
 @pytest.mark.parametrize("family", list(SHARINGS))
-@pytest.mark.parametrize("sharing", ["shared", "unshared", "additive"])
-def test_weight_norm_matches_reference(family, sharing):
-    cell = built_cell(family, sharing, None if sharing == "additive" else 5, weight_norm=True)
+@pytest.mark.parametrize("sharing,options,gains", [
+    ("shared", {}, 4), ("unshared", {}, 4), ("additive", {}, 2), ("integration", {}, 2),
+    ("shared", dict(mogrifier_rounds=3), 4 + 3), ("additive", dict(mogrifier_rounds=2), 2 + 2),
+    ("integration", dict(mogrifier_rounds=3, mogrifier_rank=2), 2 + 6),
+], ids=["shared", "unshared", "additive", "integration", "shared-mogrifier3",
+        "additive-mogrifier2", "integration-mogrifier3k2"])
+def test_weight_norm_matches_reference(family, sharing, options, gains):
+    """One gain per matrix (`α, β` are vectors: none), the Mogrifier's matrices and factors
+    included."""
+    rank = None if sharing in ("additive", "integration") else 5
+    cell = built_cell(family, sharing, rank, weight_norm=True, **options)
     names = [v.path.split("/")[-1] for v in cell.weights]
-    assert sum(name.endswith("_gain") for name in names) == (4 if sharing != "additive" else 2)
+    assert sum(name.endswith("_gain") for name in names) == gains
     p = reference_weights(cell)
     rng = np.random.default_rng(3)
     xs = rng.standard_normal((2, 20, D))
@@ -115,17 +159,21 @@ def test_weight_norm_starts_at_the_unnormalized_weights():
     np.testing.assert_allclose(normed(x, states)[0], plain(x, states)[0], atol=1e-6)
 
 
-@pytest.mark.parametrize("family,sharing", [
-    ("rnn", "shared"), ("lstm", "shared"), ("lstm", "unshared"),
-    ("lstm", (("i", "f", "o"), ("u",))), ("gru", "unshared"), ("gru", "additive"),
-    ("lstm", "additive"),
+@pytest.mark.parametrize("family,sharing,options", [
+    ("rnn", "shared", {}), ("lstm", "shared", {}), ("lstm", "unshared", {}),
+    ("lstm", (("i", "f", "o"), ("u",)), {}), ("gru", "unshared", {}), ("gru", "additive", {}),
+    ("lstm", "additive", {}), ("lstm", "integration", {}), ("gru", "integration", {}),
+    ("rnn", "integration", {}), ("lstm", "additive", dict(mogrifier_rounds=3)),
+    ("gru", "shared", dict(mogrifier_rounds=2, mogrifier_rank=2)),
+    ("lstm", "integration", dict(mogrifier_rounds=4, mogrifier_rank=2)),
 ])
-def test_gradients_match_finite_differences(family, sharing):
-    """Backprop through 5 steps (float64) against central differences of the reference."""
+def test_gradients_match_finite_differences(family, sharing, options):
+    """Backprop through 5 steps (float64) against central differences of the reference
+    (through the fused backward pass where it applies: integration's included)."""
     d, n, k, batch, steps = 3, 4, 3, 2, 5
-    rank = None if sharing == "additive" else k
+    rank = None if sharing in ("additive", "integration") else k
     layer = km.make_layer(family, sharing, units=n, rank=rank, dtype="float64",
-                          return_sequences=True)
+                          return_sequences=True, **options)
     layer.build((None, steps, d))
     randomized(layer, seed=4)
     rng = np.random.default_rng(5)
@@ -195,3 +243,40 @@ def test_unshared_with_identical_factors_is_the_shared_cell(family, sharing):
     got = keras.layers.RNN(unshared, return_sequences=True)(xs)
     # Equal up to float32 rounding: the products are summed in a different order.
     np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("family", list(SHARINGS))
+def test_integration_with_alpha_zero_and_betas_one_is_the_additive_cell(family):
+    """Wu et al.: `α = 0, β₁ = β₂ = 1` gives back the additive block `Wx + Uh + b`."""
+    additive = built_cell(family, "additive", None)
+    integration = km.make_cell(family, "integration", units=N)
+    integration.build((None, D))
+    values = dict(zip([v.path.split("/")[-1] for v in additive.weights],
+                      additive.get_weights()))
+    width = len(integration.gate_order) * N
+    values.update(alpha=np.zeros(width), beta_recurrent=np.ones(width),
+                  beta_input=np.ones(width))
+    integration.set_weights([values[v.path.split("/")[-1]] for v in integration.weights])
+    xs = np.random.default_rng(7).standard_normal((3, 20, D)).astype("float32")
+    np.testing.assert_allclose(keras.layers.RNN(integration, return_sequences=True)(xs),
+                               keras.layers.RNN(additive, return_sequences=True)(xs),
+                               atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("family,sharing,rank", [("lstm", "additive", None),
+                                                 ("gru", "shared", 3),
+                                                 ("rnn", "integration", None)])
+def test_a_mogrifier_whose_matrices_are_zero_is_the_cell_without_it(family, sharing, rank):
+    """Every round's gate is then `2σ(0) = 1`: `x` and `h` pass unchanged."""
+    plain = built_cell(family, sharing, rank)
+    mogrified = km.make_cell(family, sharing, units=N, rank=rank, mogrifier_rounds=4,
+                             mogrifier_rank=2)
+    mogrified.build((None, D))
+    values = dict(zip([v.path.split("/")[-1] for v in plain.weights], plain.get_weights()))
+    mogrified.set_weights([values.get(v.path.split("/")[-1], np.zeros(v.shape))
+                           for v in mogrified.weights])
+    xs = np.random.default_rng(8).standard_normal((3, 20, D)).astype("float32")
+    np.testing.assert_allclose(keras.layers.RNN(mogrified, return_sequences=True)(xs),
+                               keras.layers.RNN(plain, return_sequences=True)(xs),
+                               atol=1e-6, rtol=0)
+    assert len(mogrified.weights) == len(plain.weights) + 8  # 4 rounds, 2 factors each

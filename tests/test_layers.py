@@ -6,17 +6,19 @@ import pytest
 
 import keras_mulrnn as km
 from reference import reference_weights, run
-from test_cells_reference import D, N, randomized
+from test_cells_reference import D, N, randomized, variant
 
 FAMILY_CASES = [
     ("rnn", "shared"), ("lstm", "shared"), ("lstm", "unshared"), ("gru", "shared"),
     ("gru", "unshared"), ("lstm", "additive"), ("gru", "additive"), ("rnn", "additive"),
+    ("lstm", "integration"), ("gru", "integration"), ("lstm", "additive/mogrifier5"),
+    ("gru", "shared/mogrifier4k2"), ("rnn", "integration/mogrifier3"),
 ]
 
 
 def make(family, sharing, **kwargs):
-    rank = None if sharing == "additive" else 5
-    return km.make_layer(family, sharing, units=N, rank=rank, **kwargs)
+    parametrization, rank, options = variant(sharing)
+    return km.make_layer(family, parametrization, units=N, rank=rank, **options, **kwargs)
 
 
 def inputs(batch=3, steps=12, seed=0):
@@ -67,7 +69,8 @@ def test_stateful_two_halves_equal_one_pass(family, sharing):
 @pytest.mark.parametrize("family,sharing", FAMILY_CASES)
 def test_sequence_layer_equals_rnn_of_cell(family, sharing):
     layer = randomized(_built(make(family, sharing, return_sequences=True)), 3)
-    cell = km.make_cell(family, sharing, units=N, rank=layer.cell.rank)
+    parametrization, rank, options = variant(sharing)
+    cell = km.make_cell(family, parametrization, units=N, rank=rank, **options)
     wrapped = keras.layers.RNN(cell, return_sequences=True)
     wrapped.build((None, 12, D))
     wrapped.set_weights(layer.get_weights())
@@ -105,13 +108,15 @@ ALL_OBJECTS = [
     ("layer", "rnn", "shared"), ("layer", "lstm", "shared"), ("layer", "lstm", "unshared"),
     ("layer", "lstm", (("i", "f", "o"), ("u",))), ("layer", "gru", "shared"),
     ("layer", "lstm", "additive"), ("layer", "rnn", "additive"),
+    ("cell", "lstm", "integration"), ("cell", "gru", "additive/mogrifier3"),
+    ("layer", "gru", "integration"), ("layer", "lstm", "shared/mogrifier4k2"),
 ]
 
 
 @pytest.mark.parametrize("kind,family,sharing", ALL_OBJECTS)
 def test_keras_file_round_trip(tmp_path, kind, family, sharing):
-    rank = None if sharing == "additive" else 4
-    options = dict(weight_norm=True, dropout=0.1, recurrent_dropout=0.2, seed=3)
+    sharing, rank, options = variant(sharing, rank=4)
+    options.update(weight_norm=True, dropout=0.1, recurrent_dropout=0.2, seed=3)
     if kind == "cell":
         rnn = keras.layers.RNN(km.make_cell(family, sharing, units=N, rank=rank, **options),
                                return_sequences=True)
@@ -225,7 +230,8 @@ def test_cell_used_as_sequence_layer_says_how_to_wrap_it(cell_class):
 def fused_and_plain(family, sharing, **options):
     """The same built layer twice, with equal random weights: through the fused loop and
     through Keras's generic loop."""
-    rank = None if sharing == "additive" else 5
+    sharing, rank, variant_options = variant(sharing)
+    options.update(variant_options)
     fused = km.make_layer(family, sharing, units=N, rank=rank, return_sequences=True,
                           fused=True, **options)
     plain = km.make_layer(family, sharing, units=N, rank=rank, return_sequences=True,
@@ -266,7 +272,8 @@ def outputs_and_gradients(layer, xs, probe, jit_compile=False, key="gradients"):
     ("lstm", "shared"), ("lstm", "unshared"), ("gru", "shared"), ("gru", "unshared"),
     ("rnn", "shared"), ("lstm", "additive"), ("gru", "additive"),
     ("lstm", (("i", "f"), ("o", "u"))), ("lstm", (("i", "f", "o"), ("u",))),
-    ("gru", (("z", "r"), ("h",))),
+    ("gru", (("z", "r"), ("h",))), ("lstm", "integration"), ("gru", "integration"),
+    ("rnn", "integration"),
 ])
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("chunk_steps", [32, 5], ids=["whole", "chunked"])  # 12 steps
@@ -289,7 +296,7 @@ def test_fused_loop_equals_the_plain_loop_with_gradients(family, sharing, go_bac
 
 
 @pytest.mark.parametrize("family,sharing", [("lstm", "shared"), ("gru", "unshared"),
-                                            ("lstm", "additive")])
+                                            ("lstm", "additive"), ("gru", "integration")])
 def test_fused_loop_compiles_with_xla_in_chunks(family, sharing, monkeypatch):
     """Under XLA every shape must be static, the chunks of the backward pass included:
     the fused loop compiled with `jit_compile=True` (chunks of 5, 5 and 2 steps) gives the
@@ -359,6 +366,11 @@ def test_the_generic_loop_serves_where_the_fused_one_does_not_apply():
     mask and unroll tests above check its results)."""
     from keras_mulrnn.backend import fused as fused_module
 
-    assert not fused_module.supports(np.ones((3, 12), bool), unroll=False)
-    assert not fused_module.supports(None, unroll=True)
-    assert fused_module.supports(None, unroll=False)
+    cell = km.MLSTMCell(N)
+    assert not fused_module.supports(cell, np.ones((3, 12), bool), unroll=False)
+    assert not fused_module.supports(cell, None, unroll=True)
+    assert fused_module.supports(cell, None, unroll=False)
+    # Nor the Mogrifier's: its input is gated by the state before any product, so the input
+    # side cannot be computed before the loop (its results: the tests above, on the
+    # generic loop).
+    assert not fused_module.supports(km.MLSTMCell(N, mogrifier_rounds=2), None, unroll=False)

@@ -126,3 +126,62 @@ def test_a_rank_far_from_the_budget_is_refused():
         km.rank_for_budget("lstm", "shared", 1, 8, budget)
     assert km.rank_for_budget("lstm", "shared", 64, 8,
                               km.count_params("lstm", "shared", 64, 8, 30)) == 30
+
+
+def mogrifier_formula(d, n, rounds, rank):
+    """DESIGN.md, "The Mogrifier": odd rounds map h (n) to x (d), even ones x to h; a rank-k
+    round is two factors. Gains (weight normalization): one per output column."""
+    weights = gains = 0
+    for i in range(1, rounds + 1):
+        rows, columns = (n, d) if i % 2 else (d, n)
+        if rank is None:
+            weights, gains = weights + rows * columns, gains + columns
+        else:
+            weights += rows * rank + rank * columns
+            gains += rank + columns
+    return weights, gains
+
+
+@pytest.mark.parametrize("family,gates", [("rnn", 1), ("lstm", 4), ("gru", 3)])
+@pytest.mark.parametrize("rounds,mogrifier_rank", [(0, None), (1, None), (4, None), (5, 3),
+                                                   (6, 20)])
+@pytest.mark.parametrize("sharing", ["integration", "additive", "unshared"])
+def test_integration_and_mogrifier_counts(family, gates, rounds, mogrifier_rank, sharing):
+    """Integration: the additive cell plus `α, β₁, β₂` (3 per pre-activation); the
+    Mogrifier: its rounds' matrices; against Keras's count of the built layers."""
+    d, n, k = 9, 12, 7
+    rank = k if sharing == "unshared" else None
+    if sharing == "unshared":
+        groups = gates
+        base = groups * (d * k + n * k) + gates * (d * n + k * n + n)
+        base_gains = 2 * gates * n + 2 * groups * k
+    else:
+        base = gates * (d * n + n * n + n) + (3 * gates * n if sharing == "integration" else 0)
+        base_gains = 2 * gates * n
+    weights, gains = mogrifier_formula(d, n, rounds, mogrifier_rank)
+    options = dict(mogrifier_rounds=rounds, mogrifier_rank=mogrifier_rank if rounds else None)
+    assert km.count_params(family, sharing, n, d, rank, **options) == base + weights
+    assert km.count_params(family, sharing, n, d, rank, weight_norm=True, **options) == (
+        base + weights + base_gains + gains)
+    for weight_norm in (False, True):
+        layer = km.make_layer(family, sharing, units=n, rank=rank, weight_norm=weight_norm,
+                              **options)
+        model = keras.Sequential([keras.Input((3, d)), layer])
+        assert model.count_params() == km.count_params(family, sharing, n, d, rank,
+                                                       weight_norm=weight_norm, **options)
+
+
+def test_budgets_for_integration_and_the_mogrifier():
+    budget = 300_000
+    units = km.units_for_budget("lstm", "integration", 64, budget)
+    assert abs(km.count_params("lstm", "integration", units, 64) - budget) / budget < 0.01
+    units = km.units_for_budget("lstm", "additive", 64, budget, mogrifier_rounds=5,
+                                mogrifier_rank=24)
+    count = km.count_params("lstm", "additive", units, 64, mogrifier_rounds=5,
+                            mogrifier_rank=24)
+    assert abs(count - budget) / budget < 0.01
+    rank = km.rank_for_budget("lstm", "shared", 128, 32, budget, mogrifier_rounds=4)
+    count = km.count_params("lstm", "shared", 128, 32, rank, mogrifier_rounds=4)
+    assert abs(count - budget) / budget < 0.01
+    with pytest.raises(ValueError, match="integration cell has no rank"):
+        km.rank_for_budget("lstm", "integration", 128, 32, budget)

@@ -24,16 +24,32 @@ from keras_mulrnn.cells.base import grouped_product
 CHUNK_STEPS = 32
 
 
-def supports(mask, unroll):
-    """Whether the fused function applies to a call: without a mask or unrolling (every
-    family and parametrization)."""
-    return mask is None and not unroll
+def supports(cell, mask, unroll):
+    """Whether the fused function applies to a call: without a mask or unrolling, for every
+    family and transition, but not with the Mogrifier, whose input side cannot be hoisted
+    out of the loop (its `x_t` is gated by `h_{t-1}` before any product)."""
+    return mask is None and not unroll and not cell.mogrifier_rounds
+
+
+def kept_products(cell, m, mh):
+    """What the forward pass keeps of a step's recurrent products for the backward pass:
+    `m` and `W_mh h` (multiplicative), `U h` (integration: the coefficient's gradient is
+    `dr ⊙ U h`), nothing (additive)."""
+    return [m, mh] if cell.multiplicative else [mh] if cell.integration else []
+
+
+def kept_count(cell):
+    return len(kept_products(cell, None, None))
 
 
 def recurrent_inputs(cell, weights):
     """The prepared weights that the recurrent products read, as the flat list of the
     function's weight arguments: `U`, or `W_mh` and `W_gm` (one matrix, one stack of the
-    groups' blocks, or one block per group: `cell.transition_layout()`)."""
+    groups' blocks, or one block per group: `cell.transition_layout()`).
+
+    Integration's `α, β₁, β₂` are not among them: they act on the input side only, which is
+    computed (and differentiated by the backend's autodiff) before the function, so the
+    function sees them only through its projected input."""
     if not cell.multiplicative:
         return [weights["recurrent"]]
     transition = weights["transition"]
@@ -71,8 +87,12 @@ def recurrent_input_gradient(cell, d_r, factor_input, mh, transposed):
     `transposed_weights`.
 
     Returns `(d_h_in, d_factor_input, d_mh)`: the gradient of the (masked) previous state,
-    of the projected `W_mx x` and of `W_mh h` (the last two None when additive).
+    of the projected `W_mx x` (integration: `α ⊙ W x + β₁`) and of `W_mh h` (integration:
+    `U h`); the last two None when additive.
     """
+    if cell.integration:
+        d_uh = d_r * factor_input
+        return ops.matmul(d_uh, transposed[0]), d_r * mh, d_uh
     if not cell.multiplicative:
         return ops.matmul(d_r, transposed[0]), None, None
     blocks = transposed[1:]
@@ -96,6 +116,8 @@ def weight_gradients(cell, recurrent, rows_product, h_rows, d_r_rows, m_rows=Non
     `rows_product(a, b)` is the backend's `aᵀ b` for `a` `(rows, x)` and `b` `(rows, y)`
     (or `(rows, groups, ·)`, per group): a contraction over the long rows dimension, which
     each backend's matrix multiply runs best in its own way (`keras_mulrnn.backend`)."""
+    if cell.integration:
+        return [rows_product(h_rows, d_mh_rows)]
     if not cell.multiplicative:
         return [rows_product(h_rows, d_r_rows)]
     groups, widths = len(cell.groups), cell.group_widths()

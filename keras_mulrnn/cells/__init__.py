@@ -1,4 +1,5 @@
-"""Recurrent cells: mRNN, mLSTM, mGRU, each multiplicative (shared or unshared) or additive."""
+"""Recurrent cells: mRNN, mLSTM, mGRU, each multiplicative (shared or unshared), additive or
+with multiplicative integration, and each with the Mogrifier as an option."""
 
 from keras_mulrnn.cells.base import RecurrentCell
 from keras_mulrnn.cells.mgru import MGRUCell

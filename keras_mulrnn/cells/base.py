@@ -13,8 +13,14 @@ weights, their layout, weight normalization, dropout and the two halves of a ste
    gate equations (`_update`, the only thing a family defines).
 
 A cell family (mRNN, mLSTM, mGRU) subclasses `RecurrentCell`, names its gates and writes
-`_update`; the additive control of each family (`transition="additive"`, `U_g h` instead of
-`W_gm m`) goes through the same code, so a comparison differs only in the transition.
+`_update`. Every family has three transitions, all through the same code, so that a
+comparison differs only in the transition: `"multiplicative"` (`W_gm m`), `"additive"` (the
+plain cell's `U_g h`) and `"integration"` (Wu et al.'s multiplicative integration, whose
+pre-activation `α ⊙ (W x) ⊙ (U h) + β₁ ⊙ (U h) + β₂ ⊙ (W x) + b` is written as an input part
+`β₂ ⊙ W x + b` plus a recurrent part `(α ⊙ W x + β₁) ⊙ U h`: its input side is hoisted with
+the rest). The Mogrifier (`mogrifier_rounds > 0`, Melis et al.) is an option of every cell:
+`x_t` and `h_{t-1}` gate each other before the step reads them, so nothing of the input
+side can be hoisted and `project_inputs` passes the input through to `recurrent_step`.
 """
 
 import keras
@@ -23,13 +29,17 @@ from keras import ops
 from keras_mulrnn import backend
 from keras_mulrnn.cells.sharing import resolve_groups, sharing_config
 from keras_mulrnn.keras_private import DropoutRNNCell
-from keras_mulrnn.validation import check_positive_int, check_rate
+from keras_mulrnn.validation import check_count, check_positive_int, check_rate
 
-TRANSITIONS = ("multiplicative", "additive")
+TRANSITIONS = ("multiplicative", "additive", "integration")
 
-# The weight matrices, which side of the cell they read, and what each holds. Input-side
-# matrices use the kernel initializer/regularizer/constraint, the others the recurrent ones.
+# The weight matrices that read the input: they use the kernel initializer, regularizer
+# and constraint, the others (reading the state) the recurrent ones. (The Mogrifier's are
+# named by `_mogrifier_matrices`.)
 _INPUT_SIDE = ("kernel", "factor_input_kernel")
+# Multiplicative integration's vectors, `α` and `β₁` (of `U h`) and `β₂` (of `W x`), start
+# where the paper's experiments start them (docs/DESIGN.md, "Multiplicative integration").
+_INTEGRATION_VECTORS = {"alpha": "ones", "beta_recurrent": "ones", "beta_input": "ones"}
 
 # Guards the weight-normalization divisor against an all-zero column.
 _NORM_EPSILON = 1e-12
@@ -66,6 +76,8 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         dropout=0.0,
         recurrent_dropout=0.0,
         weight_norm=False,
+        mogrifier_rounds=0,
+        mogrifier_rank=None,
         seed=None,
         **kwargs,
     ):
@@ -75,14 +87,24 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
                 f"Invalid value for argument `transition`: received "
                 f"transition={transition!r}. Allowed: one of {TRANSITIONS}."
             )
-        if transition == "additive" and rank is not None:
+        if transition != "multiplicative" and rank is not None:
             raise ValueError(
                 f"Invalid value for argument `rank`: received rank={rank!r} with "
-                f"transition='additive'. An additive cell has no factorization; pass "
-                f"rank=None."
+                f"transition={transition!r}. Only a multiplicative cell has a "
+                f"factorization; pass rank=None."
             )
         if rank is not None:
             check_positive_int("rank", rank)
+        check_count("mogrifier_rounds", mogrifier_rounds)
+        if mogrifier_rank is not None:
+            check_positive_int("mogrifier_rank", mogrifier_rank)
+            if not mogrifier_rounds:
+                raise ValueError(
+                    f"Invalid value for argument `mogrifier_rank`: received "
+                    f"mogrifier_rank={mogrifier_rank!r} with mogrifier_rounds=0. The rank "
+                    f"factorizes the Mogrifier's matrices; give mogrifier_rounds > 0 or "
+                    f"mogrifier_rank=None."
+                )
         check_rate("dropout", dropout)
         check_rate("recurrent_dropout", recurrent_dropout)
         super().__init__(**kwargs)
@@ -90,6 +112,9 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         self.units = units
         self.transition = transition
         self.multiplicative = transition == "multiplicative"
+        self.integration = transition == "integration"
+        self.mogrifier_rounds = mogrifier_rounds
+        self.mogrifier_rank = mogrifier_rank
         self.rank = (units if rank is None else rank) if self.multiplicative else None
         self.groups = resolve_groups(self.gate_names, sharing) if self.multiplicative else ()
         # Weight columns and pre-activations follow the groups, so that each group's gates
@@ -134,6 +159,14 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
             self._add_matrix("transition_kernel", (self.rank, width))
         else:
             self._add_matrix("recurrent_kernel", (self.units, width))
+        if self.integration:
+            for name, initializer in _INTEGRATION_VECTORS.items():
+                setattr(self, name, self.add_weight(shape=(width,), name=name,
+                                                    initializer=initializer))
+        mogrifier = self._mogrifier_matrices(input_dim)
+        for name, shape, input_side, initializer in mogrifier:
+            self._add_matrix(name, shape, input_side, initializer)
+        self._mogrifier_names = [matrix[0] for matrix in mogrifier]
         if self.use_bias:
             self.bias = self.add_weight(
                 shape=(width,),
@@ -149,12 +182,39 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         """The bias initializer; families override it (mLSTM's `unit_forget_bias`)."""
         return self.bias_initializer
 
-    def _add_matrix(self, name, shape):
-        input_side = name in _INPUT_SIDE
+    def _mogrifier_matrices(self, input_dim):
+        """`(name, shape, reads the input, initializer)` of every Mogrifier matrix, in the
+        order of its rounds: round `i` odd gates `x` from `h` (`Qⁱ`: `(n, d)`), even gates
+        `h` from `x` (`Rⁱ`: `(d, n)`); at `mogrifier_rank` `k`, each is a `left` `(·, k)`
+        times a `right` `(k, ·)`.
+
+        Initialized as the paper's released code does: a full matrix with variance
+        `1 / fan_in` (truncated normal), each factor with standard deviation
+        `(fan_in · k)^(-1/4)`, so that their product has that variance too."""
+        matrices = []
+        for round_ in range(1, self.mogrifier_rounds + 1):
+            odd = round_ % 2 == 1
+            name = f"mogrifier_{'q' if odd else 'r'}_{round_}"
+            rows, columns = (self.units, input_dim) if odd else (input_dim, self.units)
+            if self.mogrifier_rank is None:
+                full = keras.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal")
+                matrices.append((name, (rows, columns), not odd, full))
+                continue
+            k = self.mogrifier_rank
+            factor = keras.initializers.TruncatedNormal(stddev=(rows * k) ** -0.25)
+            matrices += [(f"{name}_left", (rows, k), not odd, factor),
+                         (f"{name}_right", (k, columns), not odd, factor)]
+        return matrices
+
+    def _add_matrix(self, name, shape, input_side=None, initializer=None):
+        if input_side is None:
+            input_side = name in _INPUT_SIDE
+        if initializer is None:
+            initializer = self.kernel_initializer if input_side else self.recurrent_initializer
         direction = self.add_weight(
             shape=shape,
             name=name,
-            initializer=self.kernel_initializer if input_side else self.recurrent_initializer,
+            initializer=initializer,
             regularizer=self.kernel_regularizer if input_side else self.recurrent_regularizer,
             constraint=self.kernel_constraint if input_side else self.recurrent_constraint,
         )
@@ -207,6 +267,14 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
             weights["recurrent"] = ops.cast(self._matrix("recurrent_kernel"), dtype)
         weights["input_kernel"] = ops.cast(input_kernel, dtype)
         weights["input_bias"] = None if input_bias is None else ops.cast(input_bias, dtype)
+        if self.integration:
+            for name in _INTEGRATION_VECTORS:
+                weights[name] = ops.cast(getattr(self, name), dtype)
+        if self.mogrifier_rounds:
+            # One matrix per round, or its (left, right) pair at a rank.
+            matrices = [ops.cast(self._matrix(name), dtype) for name in self._mogrifier_names]
+            weights["mogrifier"] = (matrices if self.mogrifier_rank is None
+                                    else list(zip(matrices[::2], matrices[1::2])))
         return weights
 
     def _arrange_transition(self, transition):
@@ -240,29 +308,70 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
     # --------------------------------------------------------------------- step
 
     def project_inputs(self, inputs, weights):
-        """`[W_·x x + b | W_mx x]` for one step `(B, d)` or a whole sequence `(B, T, d)`."""
-        projected = ops.matmul(ops.cast(inputs, self.compute_dtype), weights["input_kernel"])
-        if weights["input_bias"] is not None:
-            projected = projected + weights["input_bias"]
-        return projected
+        """For one step `(B, d)` or a whole sequence `(B, T, d)`: `[W_·x x + b | W_mx x]`
+        (multiplicative), `W_·x x + b` (additive), `[β₂ ⊙ W_·x x + b | α ⊙ W_·x x + β₁]`
+        (integration); with the Mogrifier, the input itself (its gating by `h_{t-1}` comes
+        first: `recurrent_step` projects it)."""
+        inputs = ops.cast(inputs, self.compute_dtype)
+        if self.mogrifier_rounds:
+            return inputs
+        return self._project(inputs, weights)
+
+    def _project(self, inputs, weights):
+        projected = ops.matmul(inputs, weights["input_kernel"])
+        bias = weights["input_bias"]
+        if self.integration:
+            # The input part of every pre-activation, and the coefficient of its `U h`.
+            gates = projected * weights["beta_input"]
+            return ops.concatenate([gates if bias is None else gates + bias,
+                                    projected * weights["alpha"] + weights["beta_recurrent"]],
+                                   axis=-1)
+        return projected if bias is None else projected + bias
 
     def recurrent_step(self, projected, states, weights, recurrent_mask=None):
         """One step from the projected input and the previous states.
 
         The states keep their own dtype (float32 inside the package's sequence layers under
-        a mixed policy); the products run in the compute dtype.
+        a mixed policy); the products run in the compute dtype. The Mogrifier's rounds
+        change the `x_t` and `h_{t-1}` that the products read, not the states that the gate
+        equations carry (mLSTM's `c`, mGRU's `z ⊙ h_{t-1}`).
         """
         states = list(states)
         h_in = states[0] if recurrent_mask is None else states[0] * recurrent_mask
+        if self.mogrifier_rounds:
+            x, h_in = self.mogrify(projected, ops.cast(h_in, self.compute_dtype),
+                                   weights["mogrifier"])
+            projected = self._project(x, weights)
         width = len(self.gate_order) * self.units
         r, _, _ = self.recurrent_products(h_in, projected[..., width:], weights)
         return self.gate_update(projected[..., :width], r, states)
 
+    def mogrify(self, x, h, matrices):
+        """The Mogrifier's rounds: `x ← 2σ(h Qⁱ) ⊙ x` on odd rounds, `h ← 2σ(x Rⁱ) ⊙ h` on
+        even ones (`matrices`: each round's matrix, or its `(left, right)` factors)."""
+        for round_, matrix in enumerate(matrices, 1):
+            source = h if round_ % 2 == 1 else x
+            if isinstance(matrix, tuple):
+                gate = ops.matmul(ops.matmul(source, matrix[0]), matrix[1])
+            else:
+                gate = ops.matmul(source, matrix)
+            gate = 2.0 * ops.sigmoid(gate)
+            if round_ % 2 == 1:
+                x = gate * x
+            else:
+                h = gate * h
+        return x, h
+
     def recurrent_products(self, h_in, factor_input, weights):
-        """The products that read the previous state: `r` (B, gates·units) — `W_gm m^g` for
-        every gate, or `U_g h` when additive — and, when multiplicative, `m` and `W_mh h`
-        (None otherwise). `factor_input` is the projected `W_mx x` of all groups."""
+        """The products that read the previous state: `r` (B, gates·units) — `W_gm m^g`
+        (multiplicative), `U_g h` (additive) or `(α ⊙ W x + β₁) ⊙ U h` (integration) for
+        every gate — `m` (multiplicative; None otherwise) and the product of `h` that the
+        input side multiplies, `W_mh h` or `U h` (None when additive). `factor_input` is
+        the projected `W_mx x` of all groups, or integration's `α ⊙ W x + β₁`."""
         h_in = ops.cast(h_in, self.compute_dtype)
+        if self.integration:
+            uh = ops.matmul(h_in, weights["recurrent"])
+            return factor_input * uh, None, uh
         if not self.multiplicative:
             return ops.matmul(h_in, weights["recurrent"]), None, None
         mh = ops.matmul(h_in, weights["factor_recurrent"])
@@ -328,6 +437,8 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
             "seed": self.seed,
             "transition": self.transition,
             "rank": self.rank,
+            "mogrifier_rounds": self.mogrifier_rounds,
+            "mogrifier_rank": self.mogrifier_rank,
         }
         if len(self.gate_names) > 1:
             config["sharing"] = (

@@ -17,12 +17,22 @@ class MGRUCell(RecurrentCell):
         h_t = z ⊙ h_{t-1} + (1 − z) ⊙ ĥ
 
     The reset gate applies after the candidate's projection (Keras's `reset_after=True`).
-    With `transition="additive"`, `W_gm m^g` becomes `U_g h_{t-1}` (the plain GRU).
+    With `transition="additive"`, `W_gm m^g` becomes `U_g h_{t-1}` (the plain GRU). With
+    `transition="integration"` (the MI-GRU), each pre-activation is multiplicative
+    integration's block (see `MLSTMCell`), the candidate's with the reset gate on its
+    recurrent product, as above:
+
+        ĥ = tanh(α_h ⊙ (W_hx x_t) ⊙ (r ⊙ U_h h_{t-1}) + β₁_h ⊙ (r ⊙ U_h h_{t-1})
+                 + β₂_h ⊙ (W_hx x_t) + b_h)
+
+    With the Mogrifier (`mogrifier_rounds > 0`, our extension to the GRU), the gated `x_t`
+    and `h_{t-1}` enter every product; `z ⊙ h_{t-1}` keeps the unmodified state.
 
     Args:
         units, rank, transition, use_bias, initializers, regularizers, constraints, dropout,
-        recurrent_dropout, weight_norm, seed: as for `MLSTMCell` (weight normalization adds
-        `6n + 2Gk` gains, `6n` additive).
+        recurrent_dropout, weight_norm, mogrifier_rounds, mogrifier_rank, seed: as for
+        `MLSTMCell` (weight normalization adds `6n + 2Gk` gains, `6n` additive or
+        integration, plus the Mogrifier's).
         sharing: `"shared"`, `"unshared"`, or a partition of `("z", "r", "h")`.
 
     Weight layout as for `MLSTMCell`, with `3n` gate columns in `cell.gate_order`.

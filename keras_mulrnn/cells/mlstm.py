@@ -18,7 +18,18 @@ class MLSTMCell(RecurrentCell):
         c_t = f ⊙ c_{t-1} + i ⊙ u             h_t = o ⊙ tanh(c_t)
 
     With `transition="additive"`, `W_gm m^g` becomes `U_g h_{t-1}` (the plain LSTM, the
-    control group of the sharing study). States: `[h, c]`.
+    control group of the sharing study). With `transition="integration"` (multiplicative
+    integration, Wu et al. 2016: the MI-LSTM), every pre-activation `W_gx x_t + U_g h_{t-1}
+    + b_g` becomes
+
+        α_g ⊙ (W_gx x_t) ⊙ (U_g h_{t-1}) + β₁_g ⊙ (U_g h_{t-1}) + β₂_g ⊙ (W_gx x_t) + b_g
+
+    with vectors `α_g, β₁_g, β₂_g` of size `n` (no rank, no sharing). With
+    `mogrifier_rounds=r > 0` (the Mogrifier LSTM, Melis et al. 2020), before the update
+    `x_t` and `h_{t-1}` gate each other for `r` rounds, `x ← 2σ(h Qⁱ) ⊙ x` on odd rounds
+    and `h ← 2σ(x Rⁱ) ⊙ h` on even ones, and the gates read the results (`c_{t-1}` is left
+    as it is); this works with every transition (the Mogrifier mLSTM is our extension).
+    States: `[h, c]`.
 
     Args:
         units: positive int, `n`, the size of `h` and `c`.
@@ -26,7 +37,7 @@ class MLSTMCell(RecurrentCell):
         sharing: `"shared"` (one `m` for all gates, mLSTM as published), `"unshared"` (one
             factorization per gate), or a partition of `("i", "f", "o", "u")` such as
             `(("i", "f", "o"), ("u",))`.
-        transition: `"multiplicative"` (default) or `"additive"`.
+        transition: `"multiplicative"` (default), `"additive"` or `"integration"`.
         use_bias: whether the gates have biases `b_g`.
         unit_forget_bias: if True (default), the forget gate's bias starts at 1.
         kernel_initializer, recurrent_initializer, bias_initializer: initializers of the
@@ -39,16 +50,23 @@ class MLSTMCell(RecurrentCell):
         recurrent_dropout: fraction of `h_{t-1}` dropped before every product that reads it,
             one mask per sequence.
         weight_norm: if True, every weight matrix is `g · v / ||v||` with one gain per output
-            column (`8n + 2Gk` gains multiplicative, `8n` additive), started at the initial
-            column norms.
+            column (`8n + 2Gk` gains multiplicative, `8n` additive or integration, plus the
+            Mogrifier's), started at the initial column norms.
+        mogrifier_rounds: `r ≥ 0`, the Mogrifier's rounds (0: none).
+        mogrifier_rank: `k_m`, each round's matrix as the product of two factors of rank
+            `k_m` (default None: full matrices).
         seed: seed of the dropout masks.
 
     Weight layout (what `get_weights` returns, for copying weights in and out): `kernel`
     `(d, 4n)`, then `factor_input_kernel` `(d, G·k)` = `[W^G_mx]` and
     `factor_recurrent_kernel` `(n, G·k)` = `[W^G_mh]` over groups `cell.groups`,
     `transition_kernel` `(k, 4n)` = `[W_gm]`, or `recurrent_kernel` `(n, 4n)` = `[U_g]` when
-    additive; `bias` `(4n,)`. Gate columns follow `cell.gate_order` (the groups' gates in
-    turn; canonical `i, f, o, u` unless a partition reorders them).
+    additive or integration, then integration's `alpha`, `beta_recurrent` (`β₁`) and
+    `beta_input` (`β₂`), each `(4n,)`; the Mogrifier's `mogrifier_q_1` `(n, d)`,
+    `mogrifier_r_2` `(d, n)`, `mogrifier_q_3`, … (`Qⁱ`, `Rⁱ` as right-multiplied matrices),
+    or at a rank `mogrifier_q_1_left` `(n, k_m)` and `mogrifier_q_1_right` `(k_m, d)`, …;
+    `bias` `(4n,)`. Gate columns follow `cell.gate_order` (the groups' gates in turn;
+    canonical `i, f, o, u` unless a partition reorders them).
     """
 
     gate_names = ("i", "f", "o", "u")

@@ -32,7 +32,7 @@ def sequence_function(cell):
             h, new_states = cell.gate_update(x_t[:, :width], r, list(states))
             # Kept for the backward pass: the output, the states before the step (all but
             # h, which is the previous output), and the products.
-            kept = (h, r, tuple(states[1:]), (m, mh) if m is not None else ())
+            kept = (h, r, tuple(states[1:]), tuple(plan.kept_products(cell, m, mh)))
             return tuple(new_states), kept
 
         return jax.lax.scan(step, tuple(states0), sequence, unroll=unroll)
@@ -93,17 +93,15 @@ def _backward(cell, sequence, mask, states0, recurrent, kept, d_outputs, d_final
     for start, end in reversed(plan.chunk_bounds(sequence.shape[0])):
         steps = (sequence[start:end], saved_r[start:end],
                  tuple(other[start:end] for other in saved_other),
-                 products[1][start:end] if cell.multiplicative else None,
+                 products[-1][start:end] if products else None,
                  h_prev[start:end], d_outputs[start:end])
         d_states, (d_x, d_r, d_mh) = jax.lax.scan(backward_step, d_states, steps,
                                                   reverse=True, unroll=unroll)
         h_rows = plan.rows((h_prev[start:end] * mask).astype(sequence.dtype))
-        if cell.multiplicative:
-            grads = plan.weight_gradients(cell, recurrent, rows_product, h_rows, plan.rows(d_r),
-                                          m_rows=plan.rows(products[0][start:end]),
-                                          d_mh_rows=plan.rows(d_mh))
-        else:
-            grads = plan.weight_gradients(cell, recurrent, rows_product, h_rows, plan.rows(d_r))
+        grads = plan.weight_gradients(
+            cell, recurrent, rows_product, h_rows, plan.rows(d_r),
+            m_rows=plan.rows(products[0][start:end]) if cell.multiplicative else None,
+            d_mh_rows=plan.rows(d_mh) if products else None)
         d_weights = [total + g for total, g in zip(d_weights, grads)]
         d_sequence.insert(0, d_x)
     d_recurrent = tuple(g.astype(w.dtype) for g, w in zip(d_weights, recurrent))

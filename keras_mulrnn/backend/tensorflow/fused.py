@@ -29,12 +29,12 @@ def sequence_function(cell):
             h, new_states = cell.gate_update(sequence[t][:, :width], r, states)
             # Saved for the backward pass: the output, the states before the step (all but
             # h, which is the previous output), and the products.
-            values = [h, r, *states[1:]] + ([m, mh] if m is not None else [])
+            values = [h, r, *states[1:], *plan.kept_products(cell, m, mh)]
             saved = [array.write(t, value) for array, value in zip(saved, values)]
             return t + 1, [tf.convert_to_tensor(s) for s in new_states], saved
 
         kinds = [states0[0].dtype, sequence.dtype] + [s.dtype for s in states0[1:]]
-        kinds += [sequence.dtype] * 2 if cell.multiplicative else []
+        kinds += [sequence.dtype] * plan.kept_count(cell)
         saved = [tf.TensorArray(dtype, size=steps, clear_after_read=False) for dtype in kinds]
         _, final, saved = tf.while_loop(lambda t, *_: t < steps, forward, (0, states0, saved))
         # Only the outputs are stacked into one tensor; the backward pass reads the rest
@@ -76,7 +76,7 @@ def _backward(cell, sequence, mask, states0, recurrent, saved, d_outputs, d_fina
             [h] + list(new_states[1:]), [x_t, r] + before,
             output_gradients=[d_states[0] + d_outputs[t]] + list(d_states[1:]),
             unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        mh = products[1].read(t) if cell.multiplicative else None
+        mh = products[-1].read(t) if products else None
         d_h_in, d_factor_input, d_mh = plan.recurrent_input_gradient(
             cell, d_r, x_t[:, width:], mh, transposed)
         if d_factor_input is not None:
@@ -91,7 +91,7 @@ def _backward(cell, sequence, mask, states0, recurrent, saved, d_outputs, d_fina
     d_weights = [tf.zeros(w.shape, tf.float32) for w in recurrent]
     for start, end in reversed(bounds):
         arrays = [tf.TensorArray(sequence.dtype, size=end - start)
-                  for _ in range(2 if cell.multiplicative else 1)]
+                  for _ in range(2 if products else 1)]
 
         def inner(i, d_states, d_sequence, arrays, start=start, end=end):
             t = end - 1 - i
@@ -103,14 +103,11 @@ def _backward(cell, sequence, mask, states0, recurrent, saved, d_outputs, d_fina
             lambda i, *_, start=start, end=end: i < end - start, inner,
             (0, d_states, d_sequence, arrays))
         h_rows = plan.rows(tf.cast(h_prev[start:end] * mask, sequence.dtype))
-        if cell.multiplicative:
-            grads = plan.weight_gradients(
-                cell, recurrent, rows_product, h_rows, plan.rows(arrays[0].stack()),
-                m_rows=plan.rows(products[0].gather(tf.range(start, end))),
-                d_mh_rows=plan.rows(arrays[1].stack()))
-        else:
-            grads = plan.weight_gradients(cell, recurrent, rows_product, h_rows,
-                                          plan.rows(arrays[0].stack()))
+        grads = plan.weight_gradients(
+            cell, recurrent, rows_product, h_rows, plan.rows(arrays[0].stack()),
+            m_rows=(plan.rows(products[0].gather(tf.range(start, end)))
+                    if cell.multiplicative else None),
+            d_mh_rows=plan.rows(arrays[1].stack()) if products else None)
         d_weights = [total + g for total, g in zip(d_weights, grads)]
     d_recurrent = [tf.cast(g, w.dtype) for g, w in zip(d_weights, recurrent)]
     # The recurrent dropout mask is drawn, not learned: it gets no gradient.
