@@ -16,7 +16,8 @@ import pytest
 from keras_mulrnn.data import Vocabulary
 from test_language_model import TEXT
 from tuning import report, search
-from tuning.space import LanguageModelHyperModel, recurrent_params
+from keras_mulrnn.lm.config import recurrent_params
+from tuning.space import LanguageModelHyperModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
@@ -24,7 +25,7 @@ VOCABULARY = Vocabulary.from_data(TEXT, "char")
 
 
 @pytest.mark.parametrize("family", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("parametrization", ["additive", "shared", "unshared",
+@pytest.mark.parametrize("parametrization", ["additive", "integration", "shared", "unshared",
                                              "gates+candidate"])
 def test_space_builds_every_family_and_parametrization(family, parametrization):
     hypermodel = LanguageModelHyperModel(
@@ -34,7 +35,7 @@ def test_space_builds_every_family_and_parametrization(family, parametrization):
     model = hypermodel.build(hp)
     config = hypermodel.config(hp)
     assert (config.family, config.parametrization) == (family, parametrization)
-    assert config.rank == (None if parametrization == "additive" else 6)
+    assert config.rank == (None if parametrization in ("additive", "integration") else 6)
     cells = [layer.cell for layer in model.recurrent_layers]
     assert sum(c.count_params() for c in cells) == recurrent_params(config)
 
@@ -57,6 +58,8 @@ def test_searched_axes_are_choices():
     {"family": ["gru"], "parametrization": ["shared", "gates+candidate"], "units": [128]},
     {"family": ["lstm", "rnn"], "parametrization": ["unshared"], "num_layers": [2],
      "rank_ratio": [0.5]},
+    {"family": ["lstm"], "parametrization": ["integration", "additive", "shared"],
+     "rank_ratio": [0.5], "mogrifier_rounds": [0, 5], "mogrifier_rank": [16]},
 ])
 def test_budget_mode_keeps_every_trial_within_one_percent(axes):
     budget = 150_000
@@ -68,6 +71,24 @@ def test_budget_mode_keeps_every_trial_within_one_percent(axes):
                 hp.Choice(name, values, default=values[_ % len(values)])
         config = hypermodel.config(hp)
         assert abs(recurrent_params(config) - budget) / budget < 0.01, config
+
+
+def test_the_mogrifier_axes_build_every_point():
+    """Rounds searched, a rank given: the rank applies where there are rounds, and each
+    point builds the model it describes."""
+    hypermodel = LanguageModelHyperModel(
+        VOCABULARY, {"family": ["gru"], "parametrization": ["integration"], "units": [12],
+                     "mogrifier_rounds": [0, 3], "mogrifier_rank": [2]})
+    for rounds in (0, 3):
+        hp = keras_tuner.HyperParameters()
+        hp.Choice("mogrifier_rounds", [0, 3], default=rounds)
+        model = hypermodel.build(hp)
+        config = hypermodel.config(hp)
+        assert (config.mogrifier_rounds, config.mogrifier_rank) == (
+            (3, 2) if rounds else (0, None))
+        cell = model.recurrent_layers[0].cell
+        assert (cell.transition, cell.mogrifier_rounds) == ("integration", rounds)
+        assert cell.count_params() == recurrent_params(config)
 
 
 def _search_args(directory, data, *extra):

@@ -46,8 +46,8 @@ def parse_args(argv=None):
     space = p.add_argument_group("search axes: one value fixes the axis, a,b,c searches it")
     space.add_argument("--family", default="lstm", help="rnn, lstm, gru")
     space.add_argument("--parametrization", default="shared,unshared",
-                       help="additive, shared, unshared, gates+candidate, or gate letters "
-                            "such as ifo+u")
+                       help="additive, integration, shared, unshared, gates+candidate, or "
+                            "gate letters such as ifo+u")
     space.add_argument("--units", default="256", help="hidden units")
     space.add_argument("--rank", default=None, help="absolute ranks")
     space.add_argument("--rank-ratio", default=None, help="ranks relative to the units")
@@ -55,6 +55,11 @@ def parse_args(argv=None):
     space.add_argument("--learning-rate", default="0.002", help="Adam's initial rate")
     space.add_argument("--recurrent-dropout", default="0.0",
                        help="variational dropout of h_{t-1}")
+    space.add_argument("--mogrifier-rounds", default=None,
+                       help="the Mogrifier's rounds (default and 0: none)")
+    space.add_argument("--mogrifier-rank", default=None,
+                       help="ranks of the Mogrifier's matrices (default: full; ignored at 0 "
+                            "rounds)")
     space.add_argument("--budget", type=int, default=None,
                        help="recurrent parameter budget: each trial's size is derived from it")
 
@@ -229,6 +234,11 @@ def make_hypermodel(args, corpus):
         "learning_rate": values(args.learning_rate, float, "--learning-rate"),
         "recurrent_dropout": values(args.recurrent_dropout, float, "--recurrent-dropout"),
     }
+    if args.mogrifier_rounds:
+        axes["mogrifier_rounds"] = values(args.mogrifier_rounds, int, "--mogrifier-rounds")
+    if args.mogrifier_rank:
+        axes["mogrifier_rank"] = values(args.mogrifier_rank, int, "--mogrifier-rank",
+                                        positive=True)
     if args.rank:
         axes["rank"] = values(args.rank, int, "--rank")
     if args.rank_ratio:

@@ -2,10 +2,11 @@
 each trial with the package's own training loop (`keras_mulrnn.train`).
 
 Axes: family, parametrization, rank (absolute or relative to units), units, layers, learning
-rate, dropout. Each is fixed (one value) or searched (several values, a `hp.Choice`). With a
-parameter budget, the size of each trial is derived instead of searched: the units when the
-rank is given relative to them (or the cell is additive), else the rank, so that trials that
-differ in sharing are compared at (within 1% of) the same number of recurrent parameters.
+rate, dropout, the Mogrifier's rounds and rank. Each is fixed (one value) or searched
+(several values, a `hp.Choice`). With a parameter budget, the size of each trial is derived
+instead of searched: the units when the rank is given relative to them (or the cell has no
+rank: additive, integration), else the rank, so that trials that differ in sharing are
+compared at (within 1% of) the same number of recurrent parameters.
 """
 
 import dataclasses
@@ -16,7 +17,8 @@ import warnings
 
 import keras_tuner
 
-from keras_mulrnn.params import rank_for_budget, stack_params, units_for_budget
+from keras_mulrnn.factory import UNFACTORED
+from keras_mulrnn.params import rank_for_budget, units_for_budget
 from keras_mulrnn.lm.config import TrainConfig
 from keras_mulrnn.lm.optimization import build_model
 from keras_mulrnn.lm.training import TrainingInterrupted, check_run, train
@@ -35,6 +37,8 @@ AXES = {
     "num_layers": "num_layers",
     "learning_rate": "learning_rate",
     "recurrent_dropout": "recurrent_dropout",
+    "mogrifier_rounds": "mogrifier_rounds",
+    "mogrifier_rank": "mogrifier_rank",
 }
 
 
@@ -93,9 +97,10 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
             )
         fields = {AXES[name]: value for name, value in chosen.items() if AXES[name]}
         config = dataclasses.replace(self.base, **fields)
-        additive = config.parametrization == "additive"
         ratio = chosen.get("rank_ratio")
-        if additive:
+        if not config.mogrifier_rounds:  # (a Mogrifier's rank, where there is none)
+            config = dataclasses.replace(config, mogrifier_rank=None)
+        if config.parametrization in UNFACTORED:
             config = dataclasses.replace(config, rank=None)
         elif ratio is not None:
             config = dataclasses.replace(config, rank=max(1, round(ratio * config.units)))
@@ -106,10 +111,13 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
     def _fit_budget(self, config, ratio):
         common = dict(family=config.family, parametrization=config.parametrization,
                       input_dim=config.embedding_dim, budget=self.budget,
-                      num_layers=config.num_layers, weight_norm=config.weight_norm)
-        if config.parametrization == "additive" or ratio is not None:
+                      num_layers=config.num_layers, weight_norm=config.weight_norm,
+                      mogrifier_rounds=config.mogrifier_rounds,
+                      mogrifier_rank=config.mogrifier_rank)
+        unfactored = config.parametrization in UNFACTORED
+        if unfactored or ratio is not None:
             units = units_for_budget(rank_ratio=ratio or 1.0, **common)
-            rank = None if config.parametrization == "additive" else max(1, round(ratio * units))
+            rank = None if unfactored else max(1, round(ratio * units))
             return dataclasses.replace(config, units=units, rank=rank)
         rank = rank_for_budget(units=config.units, **common)
         return dataclasses.replace(config, rank=rank)
@@ -197,8 +205,3 @@ def make_oracle(tuner, max_trials, seed=0, max_epochs=None):
     raise ValueError(f"Invalid tuner {tuner!r}. Allowed: {TUNERS}.")
 
 
-def recurrent_params(config):
-    """The recurrent parameters of a trial's configuration (what a budget counts)."""
-    return stack_params(config.family, config.parametrization, config.units,
-                        config.embedding_dim, config.rank, config.num_layers,
-                        weight_norm=config.weight_norm)

@@ -42,7 +42,7 @@ import numpy as np
 from keras_mulrnn.analysis.statistics import holm, paired_test
 from keras_mulrnn.factory import transition_arguments
 from keras_mulrnn.lm import files
-from keras_mulrnn.lm.config import TrainConfig
+from keras_mulrnn.lm.config import TrainConfig, recurrent_params
 from keras_mulrnn.lm.lock import DirectoryInUse, held_elsewhere, hold_directory
 from keras_mulrnn.lm.training import (
     FINAL,
@@ -385,7 +385,7 @@ def _record_plan(output_dir, arms, seeds, rates, fixed_rates, description):
 
     plan = {"arms": [{"family": arm.family, "name": arm.name, "sharing": arm.sharing,
                       "level": arm.level, "units": arm.config.units, "rank": arm.config.rank,
-                      "recurrent_params": _recurrent_params(arm.config)} for arm in arms],
+                      "recurrent_params": recurrent_params(arm.config)} for arm in arms],
             "seeds": seeds, "rates": list(rates), "fixed_rates": fixed_rates or {},
             "base": dataclasses.asdict(arms[0].config), "description": description,
             "code": code_version()}
@@ -403,12 +403,6 @@ def _record_plan(output_dir, arms, seeds, rates, fixed_rates, description):
                 f"same flags to continue it, or another --output directory.")
         return
     files.write_json(path, plan)
-
-
-def _recurrent_params(config):
-    return stack_params(config.family, config.parametrization, config.units,
-                        config.embedding_dim, config.rank, config.num_layers,
-                        weight_norm=config.weight_norm)
 
 
 def _results(output_dir, run):

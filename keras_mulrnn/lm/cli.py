@@ -28,9 +28,10 @@ QUICK = dict(units=128, rank=None, embedding_dim=32, num_layers=1, batch_size=32
 # What every `TrainConfig` field's flag does (its default is shown beside it).
 FLAG_HELP = {
     "family": "recurrent family: rnn (mRNN), lstm (mLSTM) or gru (mGRU)",
-    "parametrization": "additive (the plain cell), shared (one intermediate state for all "
-                       "gates), unshared (one per gate), gates+candidate, or a partition of "
-                       "gate letters such as ifo+u",
+    "parametrization": "additive (the plain cell), integration (multiplicative "
+                       "integration), shared (one intermediate state for all gates), unshared "
+                       "(one per gate), gates+candidate, or a partition of gate letters such "
+                       "as ifo+u",
     "units": "hidden units of every recurrent layer",
     "rank": "factorization rank k of each intermediate state (none: = units)",
     "num_layers": "stacked recurrent layers",
@@ -39,6 +40,9 @@ FLAG_HELP = {
     "recurrent_dropout": "variational dropout of h_{t-1} inside every layer",
     "output_dropout": "dropout between layers and before the output layer",
     "weight_norm": "weight normalization of every recurrent weight matrix",
+    "mogrifier_rounds": "the Mogrifier's rounds: x and h gate each other this many times "
+                        "before each step (0: none)",
+    "mogrifier_rank": "rank of the Mogrifier's matrices (none: full matrices)",
     "batch_size": "rows per batch (the global batch under a data-parallel strategy)",
     "seq_len": "symbols per window (truncated BPTT length)",
     "shuffle": "train on shuffled independent windows instead of carried-state rows",
@@ -65,7 +69,7 @@ FLAG_HELP = {
 }
 
 # Fields whose flag takes `none` for None.
-OPTIONAL = ("rank", "clipnorm", "checkpoint_every", "valid_symbols")
+OPTIONAL = ("rank", "mogrifier_rank", "clipnorm", "checkpoint_every", "valid_symbols")
 
 
 def parser(description, defaults, data_help, exclude=(), prog=None):

@@ -36,8 +36,8 @@ class TrainConfig:
     """Everything that defines a training run (saved in every checkpoint).
 
     Model: `family`, `parametrization`, `units`, `rank`, `num_layers`, `embedding_dim`,
-    `input_dropout`, `recurrent_dropout`, `output_dropout`, `weight_norm` (see
-    `CharLanguageModel`). Data: `batch_size` rows of `seq_len` symbols; `shuffle=True` trains
+    `input_dropout`, `recurrent_dropout`, `output_dropout`, `weight_norm`,
+    `mogrifier_rounds`, `mogrifier_rank` (see `CharLanguageModel`). Data: `batch_size` rows of `seq_len` symbols; `shuffle=True` trains
     on shuffled independent windows instead of carried-state TBPTT. Optimization: `steps`,
     `learning_rate` (decayed linearly to 0 over `steps`), `clipnorm` (the global gradient
     norm is clipped to it; None: no clipping). Bookkeeping: validate and checkpoint every
@@ -66,6 +66,8 @@ class TrainConfig:
     recurrent_dropout: float = 0.0
     output_dropout: float = 0.0
     weight_norm: bool = False
+    mogrifier_rounds: int = 0
+    mogrifier_rank: int = None
     batch_size: int = 32
     seq_len: int = 100
     shuffle: bool = False
@@ -97,6 +99,8 @@ class TrainConfig:
                      "steps_per_execution"):
             check_positive_int(name, getattr(self, name))
         check_optional_positive_int("rank", self.rank)
+        check_count("mogrifier_rounds", self.mogrifier_rounds)
+        check_optional_positive_int("mogrifier_rank", self.mogrifier_rank)
         check_optional_positive_int("checkpoint_every", self.checkpoint_every)
         if self.valid_symbols is not None:
             check_count("valid_symbols", self.valid_symbols, minimum=2)
@@ -122,10 +126,22 @@ def model_arguments(config):
     from keras_mulrnn.factory import make_cell
 
     make_cell(config.family, config.parametrization, units=config.units, rank=config.rank,
-              dropout=config.input_dropout, recurrent_dropout=config.recurrent_dropout)
+              dropout=config.input_dropout, recurrent_dropout=config.recurrent_dropout,
+              mogrifier_rounds=config.mogrifier_rounds, mogrifier_rank=config.mogrifier_rank)
     names = ("family", "parametrization", "units", "rank", "num_layers", "embedding_dim",
-             "input_dropout", "recurrent_dropout", "output_dropout", "weight_norm", "seed")
+             "input_dropout", "recurrent_dropout", "output_dropout", "weight_norm",
+             "mogrifier_rounds", "mogrifier_rank", "seed")
     return {name: getattr(config, name) for name in names}
+
+
+def recurrent_params(config):
+    """The weights of a configuration's recurrent layers (what a budget counts)."""
+    from keras_mulrnn.params import stack_params
+
+    return stack_params(config.family, config.parametrization, config.units,
+                        config.embedding_dim, config.rank, config.num_layers,
+                        weight_norm=config.weight_norm, mogrifier_rounds=config.mogrifier_rounds,
+                        mogrifier_rank=config.mogrifier_rank)
 
 
 def check_fits(config, vocabulary_size):
@@ -140,12 +156,8 @@ def check_fits(config, vocabulary_size):
             f"least {MIN_VOCABULARY}. Give a text with more than one kind of character."
         )
     from keras_mulrnn.data.corpora import physical_memory
-    from keras_mulrnn.params import stack_params
 
-    recurrent = stack_params(config.family, config.parametrization, config.units,
-                             config.embedding_dim, config.rank, config.num_layers,
-                             weight_norm=config.weight_norm)
-    params = recurrent + vocabulary_size * (config.embedding_dim + config.units + 1)
+    params = recurrent_params(config) + vocabulary_size * (config.embedding_dim + config.units + 1)
     rank = config.rank or config.units
     per_symbol = config.num_layers * (6 * config.units + 2 * rank) + 2 * vocabulary_size
     need = 4 * (4 * params + config.batch_size * config.seq_len * per_symbol)

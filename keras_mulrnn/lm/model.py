@@ -63,15 +63,18 @@ class CharLanguageModel(keras.Model):
     Args:
         vocabulary: a `Vocabulary` (or its config dict); saved with the model.
         family: `"rnn"`, `"lstm"` or `"gru"`.
-        parametrization: `"additive"`, `"shared"`, `"unshared"` or a partition of the gates.
+        parametrization: `"additive"`, `"integration"`, `"shared"`, `"unshared"` or a
+            partition of the gates.
         units: hidden units of every recurrent layer.
-        rank: factorization rank (default `units`; None for additive).
+        rank: factorization rank (default `units`; None for additive and integration).
         num_layers: number of stacked recurrent layers.
         embedding_dim: size of the symbol embedding.
         input_dropout: variational dropout of the embedded input (one mask per sequence).
         recurrent_dropout: variational dropout of `h_{t-1}` inside every layer.
         output_dropout: dropout between layers (variational) and before the output layer.
         weight_norm: weight normalization of every recurrent weight matrix.
+        mogrifier_rounds, mogrifier_rank: the Mogrifier's rounds (0: none) and the rank of
+            its matrices (None: full), in every recurrent layer.
         seed: seed of the dropout masks.
         dtype: the dtype policy of every layer but the output layer, whose logits are
             float32 (`"mixed_bfloat16"`: products in bfloat16, weights and states float32).
@@ -93,6 +96,8 @@ class CharLanguageModel(keras.Model):
         recurrent_dropout=0.0,
         output_dropout=0.0,
         weight_norm=False,
+        mogrifier_rounds=0,
+        mogrifier_rank=None,
         seed=None,
         **kwargs,
     ):
@@ -106,7 +111,8 @@ class CharLanguageModel(keras.Model):
             family=family, parametrization=parametrization, units=units, rank=rank,
             num_layers=num_layers, embedding_dim=embedding_dim, input_dropout=input_dropout,
             recurrent_dropout=recurrent_dropout, output_dropout=output_dropout,
-            weight_norm=weight_norm, seed=seed,
+            weight_norm=weight_norm, mogrifier_rounds=mogrifier_rounds,
+            mogrifier_rank=mogrifier_rank, seed=seed,
         )
         # The model's dtype policy (e.g. `dtype="mixed_bfloat16"`) is its layers'.
         policy = self.dtype_policy
@@ -116,6 +122,7 @@ class CharLanguageModel(keras.Model):
                 family, parametrization, units=units, rank=rank,
                 dropout=input_dropout if index == 0 else output_dropout,
                 recurrent_dropout=recurrent_dropout, weight_norm=weight_norm,
+                mogrifier_rounds=mogrifier_rounds, mogrifier_rank=mogrifier_rank,
                 seed=None if seed is None else seed + index,
                 return_sequences=True, return_state=True, name=f"recurrent_{index}",
                 dtype=policy,

@@ -31,12 +31,11 @@ from keras_mulrnn.data.batches import ShuffledWindows, TBPTTBatches
 from keras_mulrnn.data.corpora import Corpus, file_mode
 from keras_mulrnn.lm import files, interruption
 from keras_mulrnn.lm.checkpoints import CheckpointManager, CheckpointMismatch, model_step
-from keras_mulrnn.lm.config import OPERATIONAL, TrainConfig, check_fits
+from keras_mulrnn.lm.config import OPERATIONAL, TrainConfig, check_fits, recurrent_params
 from keras_mulrnn.lm.evaluation import evaluate_bpc
 from keras_mulrnn.lm.generation import check_generation_arguments, generate_after
 from keras_mulrnn.lm.lock import hold_directory
 from keras_mulrnn.lm.optimization import build_model
-from keras_mulrnn.params import stack_params
 
 # Files of a run's output directory (besides checkpoints/ and tensorboard/).
 RESULTS, BEST, BEST_INFO, FINAL, LOG = ("results.json", "best.keras", "best.json",
@@ -263,10 +262,7 @@ class _Run:
                              and valid_bpc >= uniform_bpc - DIVERGENCE_MARGIN),
             "test_symbols": test_symbols,
             "params": model.count_params(),
-            "recurrent_params": stack_params(
-                config.family, config.parametrization, config.units, config.embedding_dim,
-                config.rank, config.num_layers, weight_norm=config.weight_norm,
-            ),
+            "recurrent_params": recurrent_params(config),
             "steps": steps_done,
             "steps_this_run": steps_run,
             "chars_per_sec": (steps_run * config.batch_size * config.seq_len
