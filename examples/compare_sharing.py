@@ -5,7 +5,10 @@
 
 `--design factorial` (the default) separates sharing from rank: shared and unshared cells
 each at the shared cell's rank and at the equal-budget unshared rank, plus the additive
-control at the budget; `--design budget` compares the `--parametrizations` at one budget.
+control at the budget; `--design budget` compares the `--parametrizations` at one budget;
+`--design families` puts the shared cell beside the additive one, multiplicative
+integration, the Mogrifier (`--mogrifier-rounds`, default 4 full-rank rounds) and the
+Mogrifier over the shared cell, all at the shared cell's budget.
 Every arm picks its learning rate from `--learning-rates` on the validation split with its
 first seed (that run counts as its first seed); `--rates-from` takes the rates another study
 chose instead. Without `--data` or `--tfds` the corpus is the one embedded in the package.
@@ -41,9 +44,12 @@ def main():
     cli.add_corpus_arguments(parser)
     parser.add_argument("--family", dest="families", default="lstm,gru",
                         help="comma-separated families (rnn, lstm, gru) or 'all'")
-    parser.add_argument("--design", choices=("factorial", "budget"), default="factorial",
+    parser.add_argument("--design", choices=("factorial", "budget", "families"),
+                        default="factorial",
                         help="factorial: sharing × rank plus the additive control; budget: "
-                             "--parametrizations at one budget")
+                             "--parametrizations at one budget; families: the shared cell, "
+                             "additive, integration, Mogrifier and Mogrifier-shared at one "
+                             "budget")
     parser.add_argument("--parametrizations", default=",".join(PARAMETRIZATIONS),
                         help="the budget design's parametrizations; partitions such as "
                              "ifo+u too")

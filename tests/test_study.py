@@ -20,7 +20,7 @@ from keras_mulrnn.analysis.dynamic_evaluation import dynamic_evaluate, gradient_
 from keras_mulrnn.lm.model import CharLanguageModel
 from keras_mulrnn.params import stack_params
 from keras_mulrnn.saving import load_model
-from keras_mulrnn.lm.config import TrainConfig
+from keras_mulrnn.lm.config import TrainConfig, recurrent_params
 from keras_mulrnn.lm.lock import LOCK_FILE, DirectoryInUse, hold_directory
 from keras_mulrnn.lm.training import train
 
@@ -81,6 +81,75 @@ def test_the_factorial_arms_against_an_independent_computation():
     roles = {(arm.sharing, arm.level) for arm in arms.values()}
     assert roles == {("shared", "k_s"), ("unshared", "k_u"), ("unshared", "k_s"),
                      ("shared", "k_u"), ("additive", "budget")}
+
+
+def test_the_families_arms_against_an_independent_computation():
+    """At the shared mLSTM's 102,912 weights (128 units, embedding 32), by hand: the LSTM
+    at 145 units, the MI-LSTM (3 vectors of 4n more) at 143, the Mogrifier LSTM (4 full
+    rounds of 128 × 32) at 131, the Mogrifier mLSTM at 128 units and rank 104."""
+    base = tiny_base(units=128, embedding_dim=32, steps=100)
+    arms = {arm.name: arm for arm in study.plan_arms(base, ("lstm",), "families")}
+    assert list(arms) == ["shared", "additive", "integration", "mogrifier", "mogrifier-shared"]
+
+    def mlstm(k, n=128, d=32):
+        return (d * k + n * k) + 4 * d * n + 4 * k * n + 4 * n
+
+    def lstm(n, d=32):
+        return 4 * d * n + 4 * n * n + 4 * n
+
+    def mogrifier(n, rounds=4, d=32):
+        return rounds * n * d
+
+    budget = mlstm(128)
+    sizes = {"additive": min(range(1, 400), key=lambda n: abs(lstm(n) - budget)),
+             "integration": min(range(1, 400),
+                                key=lambda n: abs(lstm(n) + 12 * n - budget)),
+             "mogrifier": min(range(1, 400),
+                              key=lambda n: abs(lstm(n) + mogrifier(n) - budget)),
+             "mogrifier-shared": min(range(1, 129),
+                                     key=lambda k: abs(mlstm(k) + mogrifier(128) - budget))}
+    assert sizes == {"additive": 145, "integration": 143, "mogrifier": 131,
+                     "mogrifier-shared": 104}
+    expected = {
+        "shared": ("shared", 128, 128, 0, budget),
+        "additive": ("additive", 145, None, 0, lstm(145)),
+        "integration": ("integration", 143, None, 0, lstm(143) + 12 * 143),
+        "mogrifier": ("additive", 131, None, 4, lstm(131) + mogrifier(131)),
+        "mogrifier-shared": ("shared", 128, 104, 4, mlstm(104) + mogrifier(128)),
+    }
+    for name, (parametrization, units, rank, rounds, count) in expected.items():
+        config = arms[name].config
+        assert (config.parametrization, config.units, config.rank, config.mogrifier_rounds,
+                config.mogrifier_rank) == (parametrization, units, rank, rounds, None)
+        assert recurrent_params(config) == count
+        assert abs(count - budget) / budget < 0.01
+    assert {(arm.sharing, arm.level) for arm in arms.values()} == {
+        ("shared", "k_s"), ("additive", "budget"), ("integration", "budget"),
+        ("mogrifier", "budget"), ("mogrifier-shared", "budget")}
+
+
+def test_a_families_study_compares_every_pair_holm_corrected(tmp_path):
+    """Tiny runs at one given rate: every pair of the five arms is one test of the family,
+    Holm-corrected together, and equals a hand computation from the runs' test BPC."""
+    base = tiny_base(units=8, embedding_dim=4, steps=2, eval_every=2)
+    arms = study.plan_arms(base, ("lstm",), "families")
+    rows = study.run_study(_corpus(), arms, seeds=2, rates=[1e-2], output_dir=tmp_path,
+                           verbose=0)
+    assert {row["arm"]: row["mogrifier_rounds"] for row in rows} == {
+        "shared": 0, "additive": 0, "integration": 0, "mogrifier": 4, "mogrifier-shared": 4}
+    with open(tmp_path / "comparisons.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 10 and {row["kind"] for row in table} == {"test"}
+    test_bpc = {}
+    for name in os.listdir(tmp_path / "runs"):
+        run = json.loads((tmp_path / "runs" / name / "results.json").read_text())
+        test_bpc[name.split("-lr")[0].split("-", 1)[1], run["config"]["seed"]] = run["test_bpc"]
+    row = next(r for r in table if r["comparison"] == "equal budget: integration − shared")
+    want = [test_bpc["integration", s] - test_bpc["shared", s] for s in (3, 4)]
+    assert float(row["mean"]) == pytest.approx(np.mean(want))
+    p_values = [float(r["p"]) for r in table]
+    assert [float(r["p_holm"]) for r in table] == pytest.approx(
+        study.holm(p_values))
 
 
 def test_budget_design_and_mrnn_arms():

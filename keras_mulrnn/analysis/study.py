@@ -12,6 +12,12 @@ additive one), its learning rate and its seed. Two designs:
   cell's `k_s`, the equal-budget unshared rank `k_u`): `shared@k_s` (the budget),
   `unshared@k_u` (equal budget), `unshared@k_s` (more weights), `shared@k_u` (fewer), plus
   the additive control at the budget. (mRNN has one transform: shared and additive only.)
+- `"families"`: the paper's cell beside its relatives at the shared cell's budget: `shared`
+  (the multiplicative cell), `additive`, `integration` (multiplicative integration),
+  `mogrifier` (the additive cell with the Mogrifier) and `mogrifier-shared` (the
+  multiplicative cell with it: the combination). The cells without a rank are sized by
+  their units, the multiplicative ones by their rank at the base's units; the Mogrifier has
+  the base's rounds and rank, or `FAMILIES_MOGRIFIER_ROUNDS` full-rank rounds.
 
 **Learning rate per arm.** With a grid of rates, every arm trains its first seed at each rate;
 the rate with the lowest *validation* BPC is the arm's (the test split is never read for it),
@@ -40,7 +46,7 @@ import warnings
 import numpy as np
 
 from keras_mulrnn.analysis.statistics import holm, paired_test
-from keras_mulrnn.factory import transition_arguments
+from keras_mulrnn.factory import UNFACTORED, transition_arguments
 from keras_mulrnn.lm import files
 from keras_mulrnn.lm.config import TrainConfig, recurrent_params
 from keras_mulrnn.lm.lock import DirectoryInUse, held_elsewhere, hold_directory
@@ -56,12 +62,18 @@ from keras_mulrnn.lm.training import (
 from keras_mulrnn.params import rank_for_budget, stack_params, units_for_budget
 from keras_mulrnn.validation import check_choice, check_positive_int, check_positive_number
 
-DESIGNS = ("budget", "factorial")
+DESIGNS = ("budget", "factorial", "families")
 PARAMETRIZATIONS = ("additive", "shared", "unshared")
 STUDY_FILE, SELECTION_FILE = "study.json", "selection.json"
 # A chosen rate must be interior to the rates tried: the grid grows by this factor on the
 # side of its best rate, one first-seed run at a time, at most this many times on a side.
 BRACKET_FACTOR, BRACKET_LIMIT = 2.0, 4
+# The Mogrifier's rounds in the families design when the base has none: the paper's tuned
+# character-level (Penn Treebank) setting. At this package's study sizes a rank-24
+# factorization would cost as much as the full matrices, so they are full.
+FAMILIES_MOGRIFIER_ROUNDS = 4
+# The families design's arms, in the order of its tables: the paper's cell first.
+FAMILY_ARMS = ("shared", "additive", "integration", "mogrifier", "mogrifier-shared")
 # How often a process that waits for another process's runs looks again.
 POLL_SECONDS = 10
 # Said of a run that another process of the study began first.
@@ -102,15 +114,20 @@ def budget_of(base, family):
 
 def sized_config(base, family, parametrization, budget=None, rank=None):
     """`base` with this family and parametrization, at `rank`, or else sized to `budget`
-    recurrent weights (the rank of a multiplicative cell; the units of an additive one)."""
-    if transition_arguments(family, parametrization)["transition"] == "additive":
+    recurrent weights (the rank of a multiplicative cell; the units of a cell without one),
+    with the base's Mogrifier, if any, counted."""
+    mogrifier = dict(mogrifier_rounds=base.mogrifier_rounds,
+                     mogrifier_rank=base.mogrifier_rank)
+    if transition_arguments(family, parametrization)["transition"] in UNFACTORED:
         units = units_for_budget(family, parametrization, base.embedding_dim, budget,
-                                 num_layers=base.num_layers, weight_norm=base.weight_norm)
+                                 num_layers=base.num_layers, weight_norm=base.weight_norm,
+                                 **mogrifier)
         return dataclasses.replace(base, family=family, parametrization=parametrization,
                                    units=units, rank=None)
     if rank is None:
         rank = rank_for_budget(family, parametrization, base.units, base.embedding_dim, budget,
-                               weight_norm=base.weight_norm, num_layers=base.num_layers)
+                               weight_norm=base.weight_norm, num_layers=base.num_layers,
+                               **mogrifier)
     return dataclasses.replace(base, family=family, parametrization=parametrization,
                                rank=rank)
 
@@ -126,6 +143,9 @@ def plan_arms(base, families=("lstm", "gru"), design="budget",
     arms = []
     for family in families:
         family_budget = budget or budget_of(base, family)
+        if design == "families":
+            arms += _family_arms(base, family, family_budget)
+            continue
         shared = sized_config(base, family, "shared", family_budget)
         if design == "budget":
             for parametrization in parametrizations:
@@ -159,6 +179,26 @@ def plan_arms(base, families=("lstm", "gru"), design="budget",
     for arm in arms:
         arm.config.validate()
     return arms
+
+
+def _family_role(name):
+    """An arm's role `(sharing, level)` in the families design: each at the budget, the
+    shared cell as the budget's own (`k_s`)."""
+    return name, "k_s" if name == "shared" else "budget"
+
+
+def _family_arms(base, family, budget):
+    """The families design's arms of `family` (see the module docstring)."""
+    plain = dataclasses.replace(base, mogrifier_rounds=0, mogrifier_rank=None)
+    mogrified = dataclasses.replace(
+        base, mogrifier_rounds=base.mogrifier_rounds or FAMILIES_MOGRIFIER_ROUNDS,
+        mogrifier_rank=base.mogrifier_rank if base.mogrifier_rounds else None)
+    configs = {"shared": sized_config(plain, family, "shared", budget),
+               "additive": sized_config(plain, family, "additive", budget),
+               "integration": sized_config(plain, family, "integration", budget),
+               "mogrifier": sized_config(mogrified, family, "additive", budget),
+               "mogrifier-shared": sized_config(mogrified, family, "shared", budget)}
+    return [Arm(family, name, *_family_role(name), configs[name]) for name in FAMILY_ARMS]
 
 
 def plan_runs(arms, seeds, rates, chosen=None, explored=None):
@@ -584,7 +624,8 @@ def _mean_std(values):
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else None
 
 
-ARM_COLUMNS = ["family", "arm", "sharing", "rank_level", "units", "rank", "recurrent_params",
+ARM_COLUMNS = ["family", "arm", "sharing", "rank_level", "units", "rank", "mogrifier_rounds",
+               "recurrent_params",
                "params", "learning_rate", "seeds", "valid_bpc_mean", "valid_bpc_std",
                "test_bpc_mean", "test_bpc_std", "chars_per_sec"]
 
@@ -598,6 +639,7 @@ def arm_rows(runs):
         rows.append({
             "family": family, "arm": name, "sharing": arm["sharing"],
             "rank_level": arm["level"], "units": config["units"], "rank": config["rank"],
+            "mogrifier_rounds": config.get("mogrifier_rounds", 0),
             "recurrent_params": group[0]["recurrent_params"], "params": group[0]["params"],
             "learning_rate": config["learning_rate"], "seeds": len(group),
             "valid_bpc_mean": valid[0], "valid_bpc_std": valid[1],
@@ -638,6 +680,14 @@ BUDGET_TESTS = [
     ("equal budget: unshared − additive",
      lambda b: b["unshared", "k_u"] - b["additive", "budget"]),
 ]
+# Every pair of the families design's arms (the second named first: against the paper's cell,
+# then the others), each at the budget.
+FAMILIES_TESTS = [
+    (f"equal budget: {first} − {second}",
+     lambda roles, first=first, second=second: (roles[_family_role(first)]
+                                                - roles[_family_role(second)]))
+    for index, second in enumerate(FAMILY_ARMS) for first in FAMILY_ARMS[index + 1:]
+]
 COMPARISON_COLUMNS = ["family", "comparison", "kind", "seeds", "differences", "mean",
                       "ci95_low", "ci95_high", "t", "p", "p_holm", "effect_size"]
 
@@ -657,7 +707,9 @@ def comparison_rows(runs, plan):
                 by_seed.setdefault(run["config"]["seed"], {})[arm["sharing"], arm["level"]] = \
                     run["test_bpc"]
         factorial = {("shared", "k_u"), ("unshared", "k_s")} <= roles
-        tests = [(FACTORIAL_TESTS if factorial else BUDGET_TESTS, "test"),
+        families = ("integration", "budget") in roles
+        tests = [(FAMILIES_TESTS if families else FACTORIAL_TESTS if factorial
+                  else BUDGET_TESTS, "test"),
                  (SIMPLE_EFFECTS if factorial else [], "descriptive")]
         for group, kind in tests:
             family_rows = []
