@@ -17,16 +17,26 @@ def choose_backend():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def variant(name):
+    """`(parametrization, cell options)` of a benchmark's cell name: a parametrization, with
+    "/mogrifierR" for the Mogrifier's R full-rank rounds (e.g. "additive/mogrifier4")."""
+    parametrization, _, rounds = name.partition("/mogrifier")
+    return parametrization, ({"mogrifier_rounds": int(rounds)} if rounds else {})
+
+
 def flops_per_char(family, parametrization, units, rank, embedding=EMBEDDING,
                    vocabulary=VOCABULARY):
     """Forward multiply-adds × 2 per character for the matrix products of the model
-    (training costs about 3 ×: the forward pass and two products per product backwards)."""
+    (training costs about 3 ×: the forward pass and two products per product backwards).
+    Integration's and the Mogrifier's elementwise products are not counted."""
     import keras_mulrnn as km
 
+    parametrization, options = variant(parametrization)
     gates = GATES[family]
     d, n = embedding, units
     flops = 2 * n * vocabulary  # the output layer
-    if parametrization in ("additive", "keras"):
+    flops += 2 * options.get("mogrifier_rounds", 0) * n * d
+    if parametrization in ("additive", "keras", "integration"):
         return flops + 2 * (d * gates * n + n * gates * n)
     groups = len(km.make_cell(family, parametrization, units=n, rank=rank).groups)
     return flops + 2 * (d * gates * n + d * groups * rank + n * groups * rank + rank * gates * n)
@@ -75,8 +85,9 @@ def build_model(family, parametrization, units, rank, jit, fused=True, batch=Non
         layer_class = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[family]
         recurrent = layer_class(units, return_sequences=True, use_cudnn=use_cudnn)
     else:
+        parametrization, options = variant(parametrization)
         recurrent = km.make_layer(family, parametrization, units=units, rank=rank,
-                                  return_sequences=True, fused=fused)
+                                  return_sequences=True, fused=fused, **options)
     model = keras.Sequential([
         keras.Input((SEQ_LEN,), dtype="int32", batch_size=batch),
         keras.layers.Embedding(VOCABULARY, embedding),

@@ -4,6 +4,10 @@
     python benchmarks/throughput.py --quick --backend jax   # the same on JAX (its own process)
     python benchmarks/throughput.py --json > out.jsonl      # the full grid, one JSON per line
 
+Cells are named `family/parametrization` (`lstm/integration`: multiplicative integration),
+with `/mogrifierR` for the Mogrifier's R rounds (`lstm/additive/mogrifier4`: the Mogrifier
+LSTM, which runs Keras's generic loop: its input side cannot be hoisted).
+
 Each configuration is a character model (embedding 64 → one recurrent layer → logits over a
 vocabulary of 205) trained on random symbols with Adam: forward, backward and update. After a
 warm-up, a fixed number of steps is timed. Reported per configuration: characters per second,
@@ -20,6 +24,7 @@ from common import (  # benchmarks/ is the script's directory
     EMBEDDING,
     GATES,
     build_model,
+    variant,
     choose_backend,
     describe_machine,
     flops_per_char,
@@ -33,15 +38,19 @@ choose_backend()
 def grid(quick, jits, units=None, batches=None, only=None):
     references = [("lstm", "keras"), ("gru", "keras")]
     ours = [(family, p) for family in ("rnn", "lstm", "gru")
-            for p in ("additive", "shared", "unshared")]
+            for p in ("additive", "shared", "unshared", "integration")]
+    ours += [("lstm", "additive/mogrifier4"), ("lstm", "shared/mogrifier4")]
     if units or batches or only:
-        models = [tuple(name.split("/")) for name in only] if only else references + ours
+        models = ([tuple(name.split("/", 1)) for name in only] if only
+                  else references + ours)
         return [(f, p, u, b, j) for u in units or (256, 1024) for b in batches or (64, 128)
                 for j in jits for f, p in models]
     if quick:
-        return [(f, p, 256, 64, jit) for f, p in references[:1] + [("lstm", "additive"),
-                                                                     ("lstm", "shared"),
-                                                                     ("lstm", "unshared")]
+        return [(f, p, 256, 64, jit)
+                for f, p in references[:1] + [("lstm", "additive"), ("lstm", "shared"),
+                                              ("lstm", "unshared"), ("lstm", "integration"),
+                                              ("lstm", "additive/mogrifier4"),
+                                              ("lstm", "shared/mogrifier4")]
                 for jit in jits]
     return [(f, p, units, batch, jit) for units in (256, 1024) for batch in (64, 128)
             for jit in jits for f, p in references + ours]
@@ -85,9 +94,10 @@ def main():
     for family, parametrization, units, batch, jit in grid(args.quick, jits, args.units,
                                                              args.batch, args.only):
         rank = None
-        if parametrization == "shared":
+        cell_parametrization = variant(parametrization)[0]
+        if cell_parametrization == "shared":
             rank = units
-        elif parametrization == "unshared":
+        elif cell_parametrization == "unshared":
             rank = km.matching_rank(family, "unshared", units, EMBEDDING, like="shared")
         analytic = flops_per_char(family, parametrization, units, rank)
         width = GATES[family] * units
