@@ -122,7 +122,7 @@ JAX_SELECTIONS = {
     "cells": (["test_cells_reference.py"], "not gradients"),
     "layers": (["test_layers.py", "test_language_model.py"],
                "chunked or compiles or generic or learning_rate_scale or recurrence or "
-               "accumulate_in_float32"),
+               "accumulate_in_float32 or integration or mogrifier"),
 }
 
 
@@ -131,8 +131,9 @@ JAX_SELECTIONS = {
 def test_cell_reference_and_fused_loop_tests_pass_on_jax(selection):
     """The cells' reference tests (but the float64 finite differences, which JAX runs in
     float32 unless told otherwise), the JAX fused loop against JAX's own autodiff of the
-    generic loop (in chunks, compiled, and where it does not apply), and the learning-rate
-    scale reaching JAX's compiled step."""
+    generic loop (in chunks, compiled, and where it does not apply), Keras's layer
+    conventions (masks, state, `go_backwards`, `.keras` files) for multiplicative integration
+    and the Mogrifier, and the learning-rate scale reaching JAX's compiled step."""
     files, keywords = JAX_SELECTIONS[selection]
     done = subprocess.run(  # not -q, which hides the header that names the backend
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
