@@ -1,10 +1,11 @@
-"""`python -m keras_mulrnn train|evaluate|generate ...` (also the `keras-mulrnn` command): the
-programs of `examples/` for an installed wheel, which has no `examples/`.
+"""`python -m keras_mulrnn train|evaluate|generate|study ...` (also the `keras-mulrnn`
+command): the programs of `examples/` for an installed wheel, which has no `examples/`.
 
     python -m keras_mulrnn train --quick                 # the embedded corpus, minutes
     python -m keras_mulrnn train --corpus enwik8 --data enwik8.zip --units 2800 ...
     python -m keras_mulrnn evaluate --model runs/train/model.keras
     python -m keras_mulrnn generate --model runs/train/model.keras --prompt "ROMEO:"
+    python -m keras_mulrnn study --family lstm --seeds 5 --output runs/sharing
     python -m keras_mulrnn --version
 """
 

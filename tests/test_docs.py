@@ -150,7 +150,8 @@ PROGRAMS = [["examples/train_enwik8.py"], ["examples/train_text.py"],
             ["examples/quickstart.py"],
             ["examples/evaluate.py"], ["examples/generate.py"], ["tuning/search.py"],
             ["tuning/report.py"], ["-m", "keras_mulrnn", "train"],
-            ["-m", "keras_mulrnn", "evaluate"], ["-m", "keras_mulrnn", "generate"]]
+            ["-m", "keras_mulrnn", "evaluate"], ["-m", "keras_mulrnn", "generate"],
+            ["-m", "keras_mulrnn", "study"]]
 
 
 # Runs a program with `--help` in this process, then says whether Keras was loaded.

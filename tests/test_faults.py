@@ -588,12 +588,13 @@ def test_a_study_refused_for_its_flags_leaves_nothing(tmp_path):
 
 def test_an_interrupted_study_says_how_to_continue_it(tmp_path, monkeypatch):
     from keras_mulrnn.analysis import study
+    from keras_mulrnn.analysis.study import runner
     from keras_mulrnn.lm.training import TrainingInterrupted
 
     def interrupted(*args, **kwargs):
         raise TrainingInterrupted("Interrupted at step 3 of 8; a checkpoint is in X.")
 
-    monkeypatch.setattr(study, "train", interrupted)
+    monkeypatch.setattr(runner, "train", interrupted)
     arms = study.plan_arms(small_config(), ("lstm",), "budget", ("shared",))
     with pytest.raises(TrainingInterrupted) as stop:
         study.run_study(small_corpus(), arms, 1, [1e-2], tmp_path, verbose=0)

@@ -14,6 +14,8 @@ import pytest
 import tensorflow as tf
 
 from keras_mulrnn.analysis import study
+from keras_mulrnn.analysis.statistics import holm
+from keras_mulrnn.analysis.study import runner
 from keras_mulrnn.analysis.recovery import error_recovery, state_cosine
 from keras_mulrnn.data import Vocabulary, corpora
 from keras_mulrnn.analysis.dynamic_evaluation import dynamic_evaluate, gradient_statistics
@@ -149,7 +151,7 @@ def test_a_families_study_compares_every_pair_holm_corrected(tmp_path):
     assert float(row["mean"]) == pytest.approx(np.mean(want))
     p_values = [float(r["p"]) for r in table]
     assert [float(r["p_holm"]) for r in table] == pytest.approx(
-        study.holm(p_values))
+        holm(p_values))
 
 
 def test_budget_design_and_mrnn_arms():
@@ -270,7 +272,7 @@ def test_the_study_trains_the_rate_that_brackets_its_best(tmp_path):
 
 def _finish(tmp_path, arm, rate, **results):
     """The `results.json` of the arm's first-seed run at `rate`."""
-    run = study._run(arm, rate, arm.config.seed)
+    run = study.study_run(arm, rate, arm.config.seed)
     directory = tmp_path / "runs" / run.name
     directory.mkdir(parents=True)
     (directory / "results.json").write_text(json.dumps(
@@ -354,13 +356,13 @@ def test_a_factorial_study_end_to_end_and_its_rerun(tmp_path, capsys):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    real_train = study.train
-    study.train = no_training
+    real_train = runner.train
+    runner.train = no_training
     try:
         again = study.run_study(_corpus(), arms, seeds=2, rates=rates,
                                 output_dir=tmp_path, verbose=0)
     finally:
-        study.train = real_train
+        runner.train = real_train
     assert [r["test_bpc_mean"] for r in again] == [r["test_bpc_mean"] for r in rows]
     # Other flags are refused, not mixed in.
     with pytest.raises(ValueError, match="other arms or rates"):
@@ -419,10 +421,10 @@ def test_a_run_another_process_takes_first_is_said_to_be_taken(tmp_path, capsys,
     run = study.plan_runs(arms, 1, [1e-2])[0]
     directory = tmp_path / "runs" / run.name
     directory.mkdir(parents=True)
-    monkeypatch.setattr(study, "held_elsewhere", lambda _: False)
+    monkeypatch.setattr(runner, "held_elsewhere", lambda _: False)
     with hold_directory(directory):  # a lock of its own: to `train`, another holder
         with pytest.raises(DirectoryInUse):
-            study._run_one(_corpus(), run, "[1/1]", str(tmp_path), False, 0)
+            runner._run_one(_corpus(), run, "[1/1]", str(tmp_path), False, 0)
     assert capsys.readouterr().out.splitlines()[-1] == f"[1/1] {run.name}: {study.TAKEN}"
     assert os.listdir(directory) == [LOCK_FILE]  # nothing trained, nothing written
 
@@ -465,8 +467,9 @@ def test_compare_sharing_script_end_to_end_and_bad_flags(tmp_path):
                  "error_recovery.csv", "error_recovery.png", "error_recovery_relative.png",
                  "selection.json", "study.json"):
         assert (tmp_path / "out" / name).exists(), name
-    bad = subprocess.run(command[:-3] + ["--family", "transformer", "--output",
-                                         str(tmp_path / "bad")],
+    # The same program as `python -m keras_mulrnn study` (what an installed wheel has).
+    bad = subprocess.run([sys.executable, "-m", "keras_mulrnn", "study", *command[2:-3],
+                          "--family", "transformer", "--output", str(tmp_path / "bad")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode != 0 and "transformer" in bad.stderr
     assert not (tmp_path / "bad").exists()
@@ -670,7 +673,7 @@ def test_a_study_that_cannot_progress_says_so_instead_of_spinning(tmp_path, monk
     """A pass of the only process that finishes no run can never be followed by one that
     does: the study stops with a message."""
     arms = study.plan_arms(tiny_base(units=8), ("lstm",), "budget", ("shared",))
-    monkeypatch.setattr(study, "_run_one", lambda *args, **kwargs: None)  # records nothing
+    monkeypatch.setattr(runner, "_run_one", lambda *args, **kwargs: None)  # records nothing
     with pytest.raises(RuntimeError, match="cannot finish"):
         study.run_study(_corpus(), arms, 2, [0.005], str(tmp_path))
 

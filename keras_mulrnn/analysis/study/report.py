@@ -1,0 +1,329 @@
+"""The study's report: the finished runs collected, the arm and comparison tables (CSV and
+Markdown), the rate brackets, the learning-curve and error-recovery plots."""
+
+import os
+
+import numpy as np
+
+from keras_mulrnn.analysis.study.comparisons import COMPARISON_COLUMNS, comparison_rows
+from keras_mulrnn.analysis.study.design import (
+    BRACKET_FACTOR,
+    SELECTION_FILE,
+    STUDY_FILE,
+    stopped_by_nan,
+)
+from keras_mulrnn.lm import files
+from keras_mulrnn.lm.training import RESULT_FIGURES, RESULTS, ValidationLog
+
+
+def collect(output_dir):
+    """The finished runs of a study: one dict per run (results, learning curve, analysis,
+    and its arm from `study.json`)."""
+    plan = files.read_json(os.path.join(output_dir, STUDY_FILE))
+    arms = {(a["family"], a["name"]): a for a in plan["arms"]}
+    runs_dir = os.path.join(output_dir, "runs")
+    finished = []
+    for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else ():
+        directory = os.path.join(runs_dir, name)
+        if not os.path.exists(os.path.join(directory, RESULTS)):
+            continue
+        run = files.read_json(os.path.join(directory, RESULTS), RESULT_FIGURES)
+        if stopped_by_nan(run):
+            continue  # left out of every table (its rate was not chosen, or it is a lost seed)
+        family, arm_name = run["config"]["family"], name.split("-lr")[0].split("-", 1)[1]
+        run.update(name=name, arm=arms.get((family, arm_name)),
+                   curve=_validation_curve(os.path.join(directory, "log.csv")))
+        analysis = os.path.join(directory, "analysis.json")
+        run["analysis"] = files.read_json(analysis) if os.path.exists(analysis) else None
+        if run["arm"] is not None:
+            finished.append(run)
+    if not finished:
+        raise ValueError(f"No finished runs in {runs_dir!r}: run the study first.")
+    return plan, finished
+
+
+def summarize(output_dir):
+    """Writes `results.csv`, `comparisons.csv`, `results.md`, `learning_curves.png` (and,
+    when analysed, `error_recovery.csv`, `error_recovery.png`); returns the arm rows."""
+    plan, runs = collect(output_dir)
+    chosen = {**_chosen_rates(runs), **plan["fixed_rates"]}
+    counted = _counted(runs, chosen)
+    rows = arm_rows(counted)
+    comparisons = comparison_rows(counted, plan)
+    recovery = recovery_rows(counted)
+    _write_csv(os.path.join(output_dir, "results.csv"), ARM_COLUMNS, rows)
+    _write_csv(os.path.join(output_dir, "comparisons.csv"), COMPARISON_COLUMNS, comparisons)
+    if recovery:
+        _write_csv(os.path.join(output_dir, "error_recovery.csv"), RECOVERY_COLUMNS, recovery)
+    plots = _plot(counted, output_dir)
+    selection_path = os.path.join(output_dir, SELECTION_FILE)
+    selection = files.read_json(selection_path) if os.path.exists(selection_path) else None
+    files.write_text(os.path.join(output_dir, "results.md"),
+                     results_markdown(plan, counted, rows, comparisons, recovery, plots, runs,
+                                      selection))
+    return rows
+
+
+def _chosen_rates(runs):
+    """Arm key → the rate of its first-seed run with the lowest validation BPC (the rule of
+    `select_rates`, applied to the finished runs at hand)."""
+    first, best = {}, {}
+    for run in runs:
+        key = f"{run['arm']['family']}/{run['arm']['name']}"
+        first[key] = min(first.get(key, run["config"]["seed"]), run["config"]["seed"])
+    for run in runs:
+        key = f"{run['arm']['family']}/{run['arm']['name']}"
+        if run["config"]["seed"] == first[key] and (
+                key not in best or run["valid_bpc"] < best[key][1]):
+            best[key] = (run["config"]["learning_rate"], run["valid_bpc"])
+    return {key: rate for key, (rate, _) in best.items()}
+
+
+def _counted(runs, chosen):
+    """The runs that count as seeds of their arm: all of them at the arm's chosen rate (the
+    other rates' first-seed runs served the selection only)."""
+    counted = []
+    for run in runs:
+        arm = run["arm"]
+        rate = chosen.get(f"{arm['family']}/{arm['name']}")
+        if rate is None or run["config"]["learning_rate"] == rate:
+            counted.append(run)
+    return counted
+
+
+def _by_arm(runs):
+    arms = {}
+    for run in runs:
+        arms.setdefault((run["arm"]["family"], run["arm"]["name"]), []).append(run)
+    return arms
+
+
+def _mean(values):
+    return float(np.mean(values)) if values else None
+
+
+def _mean_std(values):
+    """Mean and sample standard deviation (None for one value: it is undefined)."""
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else None
+
+
+ARM_COLUMNS = ["family", "arm", "sharing", "rank_level", "units", "rank", "mogrifier_rounds",
+               "recurrent_params",
+               "params", "learning_rate", "seeds", "valid_bpc_mean", "valid_bpc_std",
+               "test_bpc_mean", "test_bpc_std", "chars_per_sec"]
+
+
+def arm_rows(runs):
+    rows = []
+    for (family, name), group in _by_arm(runs).items():
+        arm, config = group[0]["arm"], group[0]["config"]
+        valid = _mean_std([r["valid_bpc"] for r in group])
+        test = _mean_std([r["test_bpc"] for r in group])
+        rows.append({
+            "family": family, "arm": name, "sharing": arm["sharing"],
+            "rank_level": arm["level"], "units": config["units"], "rank": config["rank"],
+            "mogrifier_rounds": config.get("mogrifier_rounds", 0),
+            "recurrent_params": group[0]["recurrent_params"], "params": group[0]["params"],
+            "learning_rate": config["learning_rate"], "seeds": len(group),
+            "valid_bpc_mean": valid[0], "valid_bpc_std": valid[1],
+            "test_bpc_mean": test[0], "test_bpc_std": test[1],
+            # (None for a run finished by a resume that had no steps left to time.)
+            "chars_per_sec": _mean([r["chars_per_sec"] for r in group
+                                    if r.get("chars_per_sec")]),
+        })
+    return rows
+
+
+RECOVERY_COLUMNS = ["family", "arm", "seeds", "clean_bits", "first_step_excess",
+                    "area_mean", "relative_area_mean", "remaining_after_5",
+                    "remaining_after_20", "recovery_steps_mean", "state_cosine"]
+
+
+def recovery_rows(runs):
+    rows = []
+    for (family, name), group in _by_arm(runs).items():
+        analysed = [r["analysis"] for r in group if r["analysis"]]
+        if not analysed:
+            continue
+        steps = [a["recovery_steps"] for a in analysed]
+        rows.append({
+            "family": family, "arm": name, "seeds": len(analysed),
+            "clean_bits": _mean([np.mean(a["clean"]) for a in analysed if "clean" in a]),
+            "first_step_excess": _mean([a["curve"][0] for a in analysed]),
+            "area_mean": _mean([a["area"] for a in analysed]),
+            "relative_area_mean": _mean([a["relative_area"] for a in analysed
+                                         if "relative_area" in a]),
+            "remaining_after_5": _mean([a["remaining"][4] for a in analysed
+                                        if "remaining" in a]),
+            "remaining_after_20": _mean([a["remaining"][19] for a in analysed
+                                         if "remaining" in a]),
+            # A model that never recovers within the horizon counts as the horizon + 1.
+            "recovery_steps_mean": _mean([s if s is not None else a["horizon"] + 1
+                                          for s, a in zip(steps, analysed)]),
+            "state_cosine": _mean([a["state_cosine"][-1] for a in analysed]),
+        })
+    return rows
+
+
+def _bracket_lines(selection):
+    """The report's table of each arm's rate search (from `selection.json`), if any."""
+    paths = (selection or {}).get("paths") or {}
+    if not paths:
+        return []
+    lines = ["| arm | chosen | bracket | validation BPC of the first seed at each rate tried |",
+             "|---|---|---|---|"]
+    for key, path in sorted(paths.items()):
+        tried = ", ".join(f"{rate}: {'diverged' if bpc is None else f'{bpc:.4f}'}"
+                          for rate, bpc in path["tried"].items())
+        lines.append(f"| {key} | {selection['chosen'].get(key, '')} | {path['bracket']} | "
+                     f"{tried} |")
+    return lines + [""]
+
+
+def results_markdown(plan, runs, rows, comparisons, recovery, plots, all_runs,
+                     selection=None):
+    config = runs[0]["config"]
+    commits = sorted({str((r.get("code") or {}).get("commit")) for r in all_runs})
+    lines = [
+        "# Sharing study",
+        "",
+        f"Corpus `{runs[0]['corpus']}`; {config['steps']} steps of batch {config['batch_size']}"
+        f" × {config['seq_len']} symbols, Adam decayed linearly to 0 (rate per arm, below), "
+        f"embedding {config['embedding_dim']}, {config['num_layers']} layer(s). BPC over the "
+        f"whole valid and test splits (rows of {config['test_batch_size']}). Mean ± standard "
+        "deviation over seeds (none for one seed).",
+        "",
+        f"Command: `{plan.get('description') or 'keras_mulrnn.analysis.study.run_study'}`; "
+        f"code: {', '.join(commits)} (every run's `results.json` records its own); seeds "
+        f"{sorted({r['config']['seed'] for r in runs})}.",
+        "",
+        f"Learning rates: {plan['rates']}; each arm's is the one with the lowest validation "
+        "BPC of its first seed, interior to the rates tried (a best rate at the grid's edge "
+        f"grows the grid ×{BRACKET_FACTOR:g} on that side)" + (
+            f"; fixed: {plan['fixed_rates']}" if plan['fixed_rates'] else "") + ".",
+        "",
+        *_bracket_lines(selection),
+        _table(ARM_COLUMNS, rows),
+        "",
+        "## Comparisons (test split; runs paired by seed)",
+        "",
+        "`a − b` in BPC per seed; negative favours `a`. Mean, 95% t-interval, paired t-test, "
+        "Holm-adjusted p over the tests of one family (the rows of kind `test` of that "
+        "family), effect size d_z = mean / sd of the differences. Rows of kind "
+        "`descriptive` are the simple effects behind the main effects; their p is not "
+        "corrected.",
+        "",
+        _table(COMPARISON_COLUMNS, comparisons),
+    ]
+    if recovery:
+        lines += [
+            "",
+            "## Error recovery (test split)",
+            "",
+            "After one wrong input symbol: `first_step_excess` (bits) on the next symbol, "
+            "`area_mean` the raw excess summed over 50 steps, `relative_area_mean` the excess "
+            "in units of the model's own clean loss summed likewise, `remaining_after_k` the "
+            "share of the first step's excess left after k steps, `clean_bits` the mean clean "
+            "loss at those positions, `state_cosine` of successive hidden states.",
+            "",
+            _table(RECOVERY_COLUMNS, recovery),
+        ]
+    for title, name in plots:
+        lines += ["", f"![{title}]({name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _table(columns, rows):
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value):
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.2g}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _validation_curve(log_path):
+    """`[(step, train_bpc, val_bpc)]` from a run's CSV log (one line per validation)."""
+    points = {}
+    for row in ValidationLog(log_path).rows():
+        step = int(row["step"])
+        points[step] = (step, float(row["bpc"] or "nan"), float(row["val_bpc"]))
+    return [points[step] for step in sorted(points)]
+
+
+def _plot(runs, output_dir):
+    """The learning curves (and recovery curves) as PNGs; [] without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no plots (pip install -e '.[plot]').")
+        return []
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    arms = _by_arm(runs)
+    families = sorted({family for family, _ in arms})
+
+    def learning_curves(axis, family, name, group):
+        curves = [r["curve"] for r in group if r["curve"]]
+        if not curves:
+            return
+        length = min(len(c) for c in curves)
+        steps = [p[0] for p in curves[0][:length]]
+        values = np.array([[p[2] for p in c[:length]] for c in curves])
+        mean, std = values.mean(axis=0), values.std(axis=0)
+        axis.plot(steps, mean, label=f"{name} ({len(curves)} seeds)")
+        axis.fill_between(steps, mean - std, mean + std, alpha=0.15)
+        axis.set(title=f"{family}: validation BPC", xlabel="step", ylabel="BPC")
+
+    def curve_plot(key, ylabel, symlog):
+        def draw(axis, family, name, group):
+            analysed = [r["analysis"][key] for r in group
+                        if r["analysis"] and key in r["analysis"]]
+            if not analysed:
+                return
+            curve = np.mean(analysed, axis=0)
+            axis.plot(np.arange(1, len(curve) + 1), curve, label=name)
+            axis.set(title=f"{family}: after one wrong symbol", xlabel="steps after",
+                     ylabel=ylabel)
+            if symlog:
+                # Logarithmic above 0.01, linear around 0 (late values are noise of either
+                # sign).
+                axis.set_yscale("symlog", linthresh=1e-2)
+
+        return draw
+
+    plots = [("validation BPC during training, mean ± std over seeds", "learning_curves.png",
+              learning_curves)]
+    if any(r["analysis"] for r in runs):
+        plots += [("excess loss after one wrong symbol (bits), mean over seeds",
+                   "error_recovery.png", curve_plot("curve", "excess bits", True)),
+                  ("excess loss in units of the clean loss, mean over seeds",
+                   "error_recovery_relative.png",
+                   curve_plot("relative", "excess / clean loss", True))]
+    for _, file_name, draw in plots:
+        figure, axes = pyplot.subplots(1, len(families), figsize=(6.5 * len(families), 4.2),
+                                       squeeze=False)
+        for axis, family in zip(axes[0], families):
+            for (arm_family, name), group in sorted(arms.items()):
+                if arm_family == family:
+                    draw(axis, family, name, group)
+            axis.legend(fontsize=8)
+        figure.tight_layout()
+        with files.replacing(os.path.join(output_dir, file_name), ".png") as temporary:
+            figure.savefig(temporary, dpi=100)
+        pyplot.close(figure)
+    return [(title, name) for title, name, _ in plots]
+
+
+def _write_csv(path, columns, rows):
+    files.write_csv(path, columns, [{c: row.get(c) for c in columns} for row in rows])
