@@ -253,6 +253,7 @@ def test_a_byte_order_mark_is_not_a_symbol(tmp_path):
 @pytest.mark.parametrize("arguments,message", [
     (["--budget", "0"], "--budget must be a positive"),
     (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--trend-from", "nowhere"], "--trend-from 'nowhere' is not a finished study's"),
 ])
 def test_study_counts_are_checked(tmp_path, arguments, message):
     done = _script(tmp_path, "compare_sharing.py", "--output", tmp_path / "s", *arguments)
@@ -263,7 +264,7 @@ def test_study_counts_are_checked(tmp_path, arguments, message):
 def test_study_budget_of_zero_is_refused_in_the_library():
     from keras_mulrnn.analysis.study import plan_arms
 
-    for design in ("budget", "factorial"):
+    for design in ("budget", "factorial", "families"):
         with pytest.raises(ValueError, match="budget"):
             plan_arms(small_config(), ("lstm",), design=design, budget=0)
 

@@ -450,6 +450,71 @@ def test_paired_t_and_holm_against_hand_computed_values():
     assert paired_test([0.1])["p"] is None and paired_test([0.1, 0.1])["t"] is None
 
 
+def test_welch_against_hand_computed_values_and_scipy():
+    from scipy import stats
+
+    from keras_mulrnn.analysis.statistics import welch_test
+
+    a = [0.02, 0.03, 0.01, 0.04, 0.00]  # mean 0.02, variance 0.00025
+    b = [-0.01, 0.01, -0.03, 0.05, -0.02, 0.00]  # mean 0.0, variance 0.00080
+    # se = √(0.00025/5 + 0.0008/6) = √(0.00005 + 0.000133333) = 0.0135401;
+    # df = 0.000183333² / (0.00005²/4 + 0.000133333²/5) = 3.3611e-8 / 4.1806e-9 = 8.0399.
+    result = welch_test(a, b)
+    assert result["difference"] == pytest.approx(-0.02)
+    assert result["t"] == pytest.approx(-0.02 / 0.0135401, rel=1e-5)
+    assert result["df"] == pytest.approx(8.0399, rel=1e-4)
+    reference = stats.ttest_ind(b, a, equal_var=False)
+    assert result["t"] == pytest.approx(reference.statistic, rel=1e-9)
+    assert result["p"] == pytest.approx(reference.pvalue, rel=1e-9)
+    half = stats.t.ppf(0.975, result["df"]) * 0.0135401
+    assert (result["ci95_low"], result["ci95_high"]) == pytest.approx(
+        (-0.02 - half, -0.02 + half), rel=1e-4)
+    assert welch_test([0.1], b)["p"] is None and welch_test([1, 1], [2, 2])["t"] is None
+
+
+def test_the_trend_of_an_effect_between_two_budgets_is_welchs_difference(tmp_path):
+    """Two finished studies' tables (given in either order): each test at both budgets,
+    and its change from the smaller to the larger with Welch's interval (scipy's)."""
+    from scipy import stats
+
+    def finished(name, budget, differences):
+        directory = tmp_path / name
+        directory.mkdir()
+        (directory / "study.json").write_text(json.dumps({"arms": [
+            {"sharing": "additive", "level": "budget", "recurrent_params": budget + 7},
+            {"sharing": "shared", "level": "k_s", "recurrent_params": budget}]}))
+        rows = [{"family": "lstm", "comparison": name_, "kind": kind, "differences":
+                 " ".join(f"{v:+.4f}" for v in values), "mean": np.mean(values),
+                 "ci95_low": -1.0, "ci95_high": 1.0}
+                for name_, kind, values in differences]
+        with open(directory / "comparisons.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        return directory
+
+    small = finished("small", 102_912, [("sharing", "test", [0.02, 0.03, 0.01, 0.04, 0.0]),
+                                         ("rank", "test", [-0.03, -0.04, -0.02]),
+                                         ("simple", "descriptive", [0.1, 0.2])])
+    large = finished("large", 287_616, [("sharing", "test",
+                                         [-0.01, 0.01, -0.03, 0.05, -0.02, 0.0]),
+                                        ("simple", "descriptive", [0.3, 0.1])])
+    rows = study.write_trend(large, small, tmp_path)
+    assert [row["comparison"] for row in rows] == ["sharing"]  # tests both studies have
+    (row,) = rows
+    assert (row["budget_small"], row["budget_large"]) == (102_912, 287_616)
+    assert (row["mean_small"], row["mean_large"]) == pytest.approx((0.02, 0.0))
+    assert row["change"] == pytest.approx(-0.02)
+    reference = stats.ttest_ind([-0.01, 0.01, -0.03, 0.05, -0.02, 0.0],
+                                [0.02, 0.03, 0.01, 0.04, 0.0], equal_var=False)
+    assert row["change_p"] == pytest.approx(reference.pvalue, rel=1e-6)
+    assert row["change_ci95_low"] < -0.02 < row["change_ci95_high"]
+    assert "| lstm | sharing | 102,912 |" in (tmp_path / "trend.md").read_text()
+    assert (tmp_path / "trend.csv").exists()
+    with pytest.raises(ValueError, match="no comparisons.csv: finish that study"):
+        study.trend_rows(small, tmp_path)
+
+
 def test_compare_sharing_script_end_to_end_and_bad_flags(tmp_path):
     data = tmp_path / "text.txt"
     data.write_text(TEXT * 4)  # a test split long enough for the error-recovery windows

@@ -48,3 +48,28 @@ def holm(p_values):
         running = max(running, min(1.0, (len(indexed) - rank) * p))
         adjusted[index] = running
     return adjusted
+
+
+def welch_test(a, b):
+    """The difference of the means of two independent samples, `mean(b) − mean(a)`, with its
+    95% interval, t statistic and two-sided p-value by Welch's test (unequal variances; the
+    Welch–Satterthwaite degrees of freedom): for an effect measured at two scales, whose
+    seeds do not pair across them. None where a sample has fewer than two values or both
+    have no spread."""
+    from scipy import stats
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    result = {"difference": float(b.mean() - a.mean()) if len(a) and len(b) else None,
+              "ci95_low": None, "ci95_high": None, "t": None, "df": None, "p": None}
+    if len(a) < 2 or len(b) < 2:
+        return result
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return result
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.975, df)) * se
+    t = result["difference"] / se
+    result.update(ci95_low=result["difference"] - half, ci95_high=result["difference"] + half,
+                  t=t, df=float(df), p=float(2 * stats.t.sf(abs(t), df)))
+    return result

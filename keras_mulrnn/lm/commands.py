@@ -9,6 +9,7 @@ a bad flag fails at once), then starts the backend quietly (`cli.start_backend`)
 import argparse
 import json
 import math
+import os
 import sys
 import time
 
@@ -203,8 +204,16 @@ def study(argv=None, prog="keras_mulrnn study"):
     parser.add_argument("--analysis", action="store_true",
                         help="also measure error recovery (raw and normalised) and state "
                              "smoothness")
+    parser.add_argument("--trend-from",
+                        help="a finished study of the same design at another budget: also "
+                             "write trend.csv and trend.md (each effect at both budgets and "
+                             "its change, with Welch's interval)")
     args = parser.parse_args(argv)
     corpus_name = cli.corpus_name(args, parser, argv)
+    if args.trend_from is not None and not os.path.isfile(
+            os.path.join(args.trend_from, "comparisons.csv")):
+        parser.error(f"--trend-from {args.trend_from!r} is not a finished study's directory "
+                     f"(it has no comparisons.csv)")
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
     if args.budget is not None and args.budget < 1:
@@ -233,6 +242,11 @@ def study(argv=None, prog="keras_mulrnn study"):
               f"{spread} ({row['seeds']} seeds, {row['recurrent_params']:,} recurrent "
               f"weights, learning rate {row['learning_rate']:g})")
     print(f"Tables and plots: {args.output}/results.md")
+    if args.trend_from:
+        from keras_mulrnn.analysis.study import write_trend
+
+        write_trend(args.trend_from, args.output, args.output)
+        print(f"The effects at both budgets: {args.output}/trend.md")
 
 
 def _chosen_rates(path, arms):

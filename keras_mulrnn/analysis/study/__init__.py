@@ -71,8 +71,12 @@ from keras_mulrnn.analysis.study.runner import (
     run_study,
     select_rates,
 )
+from keras_mulrnn.analysis.study.trend import TREND_COLUMNS, trend_rows, write_trend
 
 __all__ = [
+    "TREND_COLUMNS",
+    "trend_rows",
+    "write_trend",
     "ARM_COLUMNS",
     "arm_rows",
     "collect",

@@ -204,7 +204,7 @@ def results_markdown(plan, runs, rows, comparisons, recovery, plots, all_runs,
             f"; fixed: {plan['fixed_rates']}" if plan['fixed_rates'] else "") + ".",
         "",
         *_bracket_lines(selection),
-        _table(ARM_COLUMNS, rows),
+        table(ARM_COLUMNS, rows),
         "",
         "## Comparisons (test split; runs paired by seed)",
         "",
@@ -214,7 +214,7 @@ def results_markdown(plan, runs, rows, comparisons, recovery, plots, all_runs,
         "`descriptive` are the simple effects behind the main effects; their p is not "
         "corrected.",
         "",
-        _table(COMPARISON_COLUMNS, comparisons),
+        table(COMPARISON_COLUMNS, comparisons),
     ]
     if recovery:
         lines += [
@@ -227,14 +227,14 @@ def results_markdown(plan, runs, rows, comparisons, recovery, plots, all_runs,
             "share of the first step's excess left after k steps, `clean_bits` the mean clean "
             "loss at those positions, `state_cosine` of successive hidden states.",
             "",
-            _table(RECOVERY_COLUMNS, recovery),
+            table(RECOVERY_COLUMNS, recovery),
         ]
     for title, name in plots:
         lines += ["", f"![{title}]({name})"]
     return "\n".join(lines) + "\n"
 
 
-def _table(columns, rows):
+def table(columns, rows):
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
