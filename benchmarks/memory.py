@@ -40,10 +40,14 @@ def analytic_mib(model, family, parametrization, units, rank, batch, seq_len):
     rows = batch * seq_len
     per_row = units * (1 + gates + states - 1)  # h, r, other states
     projected = gates * units
-    if parametrization != "additive":
-        groups = len(model.recurrent_layers[0].cell.groups)
+    cell = model.recurrent_layers[0].cell
+    if cell.multiplicative:
+        groups = len(cell.groups)
         per_row += 2 * groups * rank
         projected += groups * rank
+    elif cell.integration:  # the coefficient of U h, and U h kept per step
+        per_row += gates * units
+        projected += gates * units
     activations = rows * (per_row + projected + 2 * VOCABULARY + EMBEDDING)
     return (4 * model.count_params() + activations) * 4 / 2**20
 
@@ -56,7 +60,7 @@ def main():
     p.add_argument("--family", default="lstm")
     p.add_argument("--parametrization", default="shared")
     args = p.parse_args()
-    rank = None if args.parametrization == "additive" else args.units
+    rank = None if args.parametrization in ("additive", "integration") else args.units
     keras.utils.set_random_seed(0)
     model = km.CharLanguageModel(Vocabulary(list(range(VOCABULARY)), "byte"),
                                  args.family, args.parametrization, units=args.units,

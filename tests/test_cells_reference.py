@@ -280,3 +280,34 @@ def test_a_mogrifier_whose_matrices_are_zero_is_the_cell_without_it(family, shar
                                keras.layers.RNN(plain, return_sequences=True)(xs),
                                atol=1e-6, rtol=0)
     assert len(mogrified.weights) == len(plain.weights) + 8  # 4 rounds, 2 factors each
+
+
+def test_every_matrix_starts_from_values_of_its_own():
+    """One initializer serves several matrices (the kernel initializer `W_·x` and `W_mx`, the
+    recurrent one `W_mh` and `W_gm`, the Mogrifier's two factors): each draws its own
+    values (Keras's initializer, called twice, would repeat its stream), reproducibly under
+    Keras's global seed; at a Mogrifier rank the factors' product has variance
+    `1 / fan_in`, as a full Mogrifier matrix has."""
+    def built(seed, **kwargs):
+        keras.utils.set_random_seed(seed)
+        cell = km.MLSTMCell(64, rank=64, mogrifier_rounds=2, mogrifier_rank=16, **kwargs)
+        cell.build((None, 64))
+        return {v.path.split("/")[-1]: np.asarray(v.numpy(), np.float64) for v in cell.weights}
+
+    weights = built(1)
+    pairs = [("kernel", "factor_input_kernel"), ("factor_recurrent_kernel", "transition_kernel"),
+             ("mogrifier_q_1_left", "mogrifier_q_1_right"),
+             ("mogrifier_q_1_left", "mogrifier_r_2_left")]
+    for a, b in pairs:
+        size = min(weights[a].size, weights[b].size)
+        correlation = np.corrcoef(weights[a].ravel()[:size], weights[b].ravel()[:size])[0, 1]
+        assert abs(correlation) < 0.1, (a, b, correlation)  # |r| ~ 1/√size ≈ 0.03 if apart
+    again = built(1)
+    assert all(np.array_equal(weights[name], again[name]) for name in weights)
+    seeded = built(1, kernel_initializer=keras.initializers.GlorotUniform(seed=5))
+    assert np.array_equal(seeded["kernel"], built(2, kernel_initializer=(
+        keras.initializers.GlorotUniform(seed=5)))["kernel"])  # a user's seed still fixes it
+    products = [weights[f"mogrifier_{n}_left"] @ weights[f"mogrifier_{n}_right"]
+                for n in ("q_1", "r_2")]
+    for product in products:  # variance 1/64 each (64 × 64 entries: a few percent off)
+        assert product.var() * 64 == pytest.approx(1.0, rel=0.1)

@@ -154,6 +154,32 @@ def test_a_families_study_compares_every_pair_holm_corrected(tmp_path):
         holm(p_values))
 
 
+def test_the_budget_design_names_each_transition_by_its_role():
+    """Integration and additive arms have no sharing: each has its own role at the budget
+    (they once shared one, and one of them replaced the other in the comparisons)."""
+    base = tiny_base(units=64, embedding_dim=16)
+    arms = study.plan_arms(base, ("lstm",), "budget", ("additive", "integration", "shared"))
+    assert [(a.name, a.sharing, a.level) for a in arms] == [
+        ("additive", "additive", "budget"), ("integration", "integration", "budget"),
+        ("shared", "shared", "k_s")]
+    tests = [name for name, _ in study.BUDGET_TESTS]
+    assert "equal budget: shared − integration" in tests
+
+
+def test_a_base_mogrifier_is_in_the_budget_and_the_shared_arm_keeps_the_base_rank():
+    base = tiny_base(units=32, embedding_dim=8, rank=32, mogrifier_rounds=2)
+    for design in ("budget", "factorial"):
+        arms = {a.name: a for a in study.plan_arms(base, ("lstm",), design)}
+        shared = arms["shared"] if design == "budget" else arms["shared@32"]
+        assert (shared.config.rank, shared.config.mogrifier_rounds) == (32, 2)
+        assert arms["additive"].config.mogrifier_rounds == 2
+    # The families design's budget is the plain shared cell's, whatever the base's rounds.
+    families = {a.name: a for a in study.plan_arms(base, ("lstm",), "families")}
+    assert families["shared"].config.mogrifier_rounds == 0
+    assert families["shared"].config.rank == 32
+    assert families["mogrifier"].config.mogrifier_rounds == 2
+
+
 def test_budget_design_and_mrnn_arms():
     base = tiny_base(units=64, embedding_dim=16)
     arms = study.plan_arms(base, ("gru",), "budget")
@@ -481,27 +507,36 @@ def test_the_trend_of_an_effect_between_two_budgets_is_welchs_difference(tmp_pat
         directory = tmp_path / name
         directory.mkdir()
         (directory / "study.json").write_text(json.dumps({"arms": [
-            {"sharing": "additive", "level": "budget", "recurrent_params": budget + 7},
-            {"sharing": "shared", "level": "k_s", "recurrent_params": budget}]}))
-        rows = [{"family": "lstm", "comparison": name_, "kind": kind, "differences":
+            {"family": family, "sharing": sharing, "level": level,
+             "recurrent_params": budget[family] + extra}
+            for family in ("lstm", "gru")
+            for sharing, level, extra in (("additive", "budget", 7), ("shared", "k_s", 0))]}))
+        rows = [{"family": family, "comparison": name_, "kind": kind, "differences":
                  " ".join(f"{v:+.4f}" for v in values), "mean": np.mean(values),
                  "ci95_low": -1.0, "ci95_high": 1.0}
-                for name_, kind, values in differences]
+                for family, name_, kind, values in differences]
         with open(directory / "comparisons.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
         return directory
 
-    small = finished("small", 102_912, [("sharing", "test", [0.02, 0.03, 0.01, 0.04, 0.0]),
-                                         ("rank", "test", [-0.03, -0.04, -0.02]),
-                                         ("simple", "descriptive", [0.1, 0.2])])
-    large = finished("large", 287_616, [("sharing", "test",
-                                         [-0.01, 0.01, -0.03, 0.05, -0.02, 0.0]),
-                                        ("simple", "descriptive", [0.3, 0.1])])
+    small = finished("small", {"lstm": 102_912, "gru": 82_304},
+                     [("lstm", "sharing", "test", [0.02, 0.03, 0.01, 0.04, 0.0]),
+                      ("lstm", "rank", "test", [-0.03, -0.04, -0.02]),
+                      ("lstm", "simple", "descriptive", [0.1, 0.2]),
+                      ("gru", "sharing", "test", [0.01, 0.02])])
+    large = finished("large", {"lstm": 287_616, "gru": 230_000},
+                     [("lstm", "sharing", "test", [-0.01, 0.01, -0.03, 0.05, -0.02, 0.0]),
+                      ("lstm", "simple", "descriptive", [0.3, 0.1]),
+                      ("gru", "sharing", "test", [0.0, 0.01])])
     rows = study.write_trend(large, small, tmp_path)
-    assert [row["comparison"] for row in rows] == ["sharing"]  # tests both studies have
-    (row,) = rows
+    # The tests both studies have, each family at its own budgets.
+    assert [(row["family"], row["comparison"]) for row in rows] == [("lstm", "sharing"),
+                                                                    ("gru", "sharing")]
+    assert (rows[1]["budget_small"], rows[1]["budget_large"]) == (82_304, 230_000)
+    assert rows[1]["change"] == pytest.approx(-0.01)
+    row = rows[0]
     assert (row["budget_small"], row["budget_large"]) == (102_912, 287_616)
     assert (row["mean_small"], row["mean_large"]) == pytest.approx((0.02, 0.0))
     assert row["change"] == pytest.approx(-0.02)

@@ -37,8 +37,8 @@ TRANSITIONS = ("multiplicative", "additive", "integration")
 # and constraint, the others (reading the state) the recurrent ones. (The Mogrifier's are
 # named by `_mogrifier_matrices`.)
 _INPUT_SIDE = ("kernel", "factor_input_kernel")
-# Multiplicative integration's vectors, `α` and `β₁` (of `U h`) and `β₂` (of `W x`), start
-# where the paper's experiments start them (docs/DESIGN.md, "Multiplicative integration").
+# Multiplicative integration's vectors, `α` and `β₁` (of `U h`) and `β₂` (of `W x`), start at
+# 1: the additive block plus the whole second-order term (docs/DESIGN.md says why).
 _INTEGRATION_VECTORS = {"alpha": "ones", "beta_recurrent": "ones", "beta_input": "ones"}
 
 # Guards the weight-normalization divisor against an all-zero column.
@@ -189,8 +189,8 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         times a `right` `(k, ·)`.
 
         Initialized as the paper's released code does: a full matrix with variance
-        `1 / fan_in` (truncated normal), each factor with standard deviation
-        `(fan_in · k)^(-1/4)`, so that their product has that variance too."""
+        `1 / fan_in` (truncated normal), each factor with variance `(fan_in · k)^(-1/2)`,
+        so that their product has that variance too."""
         matrices = []
         for round_ in range(1, self.mogrifier_rounds + 1):
             odd = round_ % 2 == 1
@@ -200,10 +200,14 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
                 full = keras.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal")
                 matrices.append((name, (rows, columns), not odd, full))
                 continue
+            # Variances `(rows · k)^(-1/2)` each: `scale / fan_in` with the factor's fan-in.
             k = self.mogrifier_rank
-            factor = keras.initializers.TruncatedNormal(stddev=(rows * k) ** -0.25)
-            matrices += [(f"{name}_left", (rows, k), not odd, factor),
-                         (f"{name}_right", (k, columns), not odd, factor)]
+            left = keras.initializers.VarianceScaling(
+                (rows / k) ** 0.5, "fan_in", "truncated_normal")
+            right = keras.initializers.VarianceScaling(
+                (k / rows) ** 0.5, "fan_in", "truncated_normal")
+            matrices += [(f"{name}_left", (rows, k), not odd, left),
+                         (f"{name}_right", (k, columns), not odd, right)]
         return matrices
 
     def _add_matrix(self, name, shape, input_side=None, initializer=None):
@@ -214,7 +218,7 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         direction = self.add_weight(
             shape=shape,
             name=name,
-            initializer=initializer,
+            initializer=_independent(initializer, salt=len(self.weights)),
             regularizer=self.kernel_regularizer if input_side else self.recurrent_regularizer,
             constraint=self.kernel_constraint if input_side else self.recurrent_constraint,
         )
@@ -465,6 +469,24 @@ def grouped_product(x, weights):
         parts = ops.reshape(x, (-1, groups, inner))
         return ops.reshape(ops.einsum("bga,gac->bgc", parts, weights), (-1, groups * width))
     return ops.matmul(x, weights)
+
+
+def _independent(initializer, salt):
+    """`initializer` for one more weight, drawing values of its own.
+
+    One Keras random initializer draws the same stream from its seed at every call, so the
+    same instance used for two matrices (the kernel initializer for `W_·x` and `W_mx`, the
+    recurrent one for `W_mh` and `W_gm`) would start the second as a reshaped prefix of the
+    first. An unseeded initializer is copied with a seed of its own (drawn from Keras's
+    global seed: `keras.utils.set_random_seed` still reproduces it); a seeded one is copied
+    with its seed plus `salt`, the weight's position in the cell."""
+    get_config = getattr(initializer, "get_config", None)
+    config = get_config() if get_config is not None else {}
+    if "seed" not in config or isinstance(config["seed"], dict):
+        return initializer  # nothing random, or a seed generator (it advances per call)
+    if config["seed"] is not None:
+        config["seed"] += salt
+    return initializer.__class__.from_config(config)
 
 
 def _column_norm(matrix):

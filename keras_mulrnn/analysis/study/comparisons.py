@@ -33,6 +33,8 @@ BUDGET_TESTS = [
     ("equal budget: shared − additive", lambda b: b["shared", "k_s"] - b["additive", "budget"]),
     ("equal budget: unshared − additive",
      lambda b: b["unshared", "k_u"] - b["additive", "budget"]),
+    ("equal budget: shared − integration",
+     lambda b: b["shared", "k_s"] - b["integration", "budget"]),
 ]
 # Every pair of the families design's arms (the second named first: against the paper's cell,
 # then the others), each at the budget.

@@ -5,8 +5,8 @@ import dataclasses
 import math
 
 from keras_mulrnn.factory import UNFACTORED, transition_arguments
-from keras_mulrnn.lm.config import TrainConfig
-from keras_mulrnn.params import rank_for_budget, stack_params, units_for_budget
+from keras_mulrnn.lm.config import TrainConfig, recurrent_params
+from keras_mulrnn.params import rank_for_budget, units_for_budget
 from keras_mulrnn.validation import check_choice, check_positive_int, check_positive_number
 
 
@@ -51,9 +51,9 @@ class StudyRun:
 
 
 def budget_of(base, family):
-    """The default budget: the recurrent weights of a shared cell at the base's size."""
-    return stack_params(family, "shared", base.units, base.embedding_dim, base.rank,
-                        base.num_layers, weight_norm=base.weight_norm)
+    """The default budget: the recurrent weights of a shared cell at the base's size (its
+    Mogrifier, if the base has one, included)."""
+    return recurrent_params(dataclasses.replace(base, family=family, parametrization="shared"))
 
 
 def sized_config(base, family, parametrization, budget=None, rank=None):
@@ -86,19 +86,23 @@ def plan_arms(base, families=("lstm", "gru"), design="budget",
         check_positive_int("budget", budget)
     arms = []
     for family in families:
-        family_budget = budget or budget_of(base, family)
-        if design == "families":
-            arms += _family_arms(base, family, family_budget)
+        if design == "families":  # the budget of the paper's cell, without a Mogrifier
+            plain = dataclasses.replace(base, mogrifier_rounds=0, mogrifier_rank=None)
+            arms += _family_arms(base, family, budget or budget_of(plain, family))
             continue
+        family_budget = budget or budget_of(base, family)
         shared = sized_config(base, family, "shared", family_budget)
         if design == "budget":
             for parametrization in parametrizations:
                 if family == "rnn" and parametrization == "unshared":
                     continue  # one transform: the same cell as shared
                 config = sized_config(base, family, parametrization, family_budget)
-                sharing = transition_arguments(family, parametrization).get("sharing",
-                                                                             "additive")
-                level = {"shared": "k_s", "additive": "budget"}.get(str(sharing), "k_u")
+                arguments = transition_arguments(family, parametrization)
+                # (Additive and integration cells have no sharing: their role is the
+                # transition, at the budget.)
+                sharing = arguments.get("sharing", arguments["transition"])
+                level = ("budget" if sharing in UNFACTORED
+                         else "k_s" if sharing == "shared" else "k_u")
                 arms.append(Arm(family, str(parametrization), str(sharing), level, config))
             continue
         k_s = shared.rank

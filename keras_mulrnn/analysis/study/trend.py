@@ -26,14 +26,15 @@ def trend_rows(study_a, study_b):
     output directories, either order) both tested: each effect at the smaller and the
     larger budget, and its change (larger − smaller) with Welch's 95% interval and p."""
     tests = {path: _tests(path) for path in (study_a, study_b)}  # (the files' checks first)
-    (small_budget, small), (large_budget, large) = sorted(
-        (_budget(path), path) for path in (study_a, study_b))
-    small_rows, large_rows = tests[small], tests[large]
+    budgets = {path: _budgets(path) for path in (study_a, study_b)}
     rows = []
-    for key, small_row in small_rows.items():
-        large_row = large_rows.get(key)
-        if large_row is None:
+    for key in tests[study_a]:
+        if key not in tests[study_b]:
             continue
+        family = key[0]
+        (small_budget, small), (large_budget, large) = sorted(
+            (budgets[path][family], path) for path in (study_a, study_b))
+        small_row, large_row = tests[small][key], tests[large][key]
         change = welch_test(small_row["values"], large_row["values"])
         rows.append({
             "family": key[0], "comparison": key[1],
@@ -68,13 +69,14 @@ def write_trend(study_a, study_b, output_dir):
     return rows
 
 
-def _budget(output_dir):
-    """The study's budget: the recurrent weights of its shared cell at the base's rank (or,
-    without one, of its first arm)."""
-    plan = files.read_json(os.path.join(output_dir, STUDY_FILE))
-    arms = plan["arms"]
-    shared = [arm for arm in arms if (arm["sharing"], arm["level"]) == ("shared", "k_s")]
-    return (shared or arms)[0]["recurrent_params"]
+def _budgets(output_dir):
+    """Family → the study's budget for it: the recurrent weights of its shared cell at the
+    base's rank (or, without one, of its first arm)."""
+    budgets = {}
+    for arm in files.read_json(os.path.join(output_dir, STUDY_FILE))["arms"]:
+        if (arm["sharing"], arm["level"]) == ("shared", "k_s") or arm["family"] not in budgets:
+            budgets[arm["family"]] = arm["recurrent_params"]
+    return budgets
 
 
 def _tests(output_dir):
