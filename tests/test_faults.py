@@ -7,6 +7,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -75,20 +76,30 @@ def _assert_one_clear_line(done):
 def test_two_runs_aimed_at_one_directory(tmp_path):
     data = _data(tmp_path, LONG)
     output = tmp_path / "run"
-    first = subprocess.Popen(_command("train_text.py", *_small_flags(data, output)), env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The first run is long, so that it still holds the directory whenever the second one
+    # (seconds of imports later) gets there; it is stopped once the second has been refused.
+    first = subprocess.Popen(_command("train_text.py", *_small_flags(data, output, "--steps",
+                                                                     "100000")),
+                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
     deadline = time.monotonic() + 120
-    while not (output / lock.LOCK_FILE).exists() or not (output / lock.LOCK_FILE).stat().st_size:
+    log = output / "log.csv"
+    while not log.exists() or len(log.read_text().splitlines()) < 2:  # it is training
         assert time.monotonic() < deadline and first.poll() is None
         time.sleep(0.05)
     second = _script(tmp_path, "train_text.py", *_small_flags(data, output, "--seed", "5"))
     _assert_one_clear_line(second)
     assert f"in use by another run (process {first.pid}" in second.stderr
-    assert first.wait(timeout=300) == 0, first.stderr.read()[-3000:]
-    results = json.loads((output / "results.json").read_text())
-    assert results["config"]["seed"] == 0
-    assert all(line.split(",")[0].isdigit() for line in
-               (output / "log.csv").read_text().splitlines()[1:])
+    assert first.poll() is None  # the refusal did not disturb the first run
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=300) == 130, first.stderr.read()[-3000:]
+    step = int(re.search(r"Interrupted at step (\d+)", first.stderr.read()).group(1))
+    newest = CheckpointManager(output / "checkpoints")
+    assert newest.steps()[-1] == step
+    assert all(line.split(",")[0].isdigit() for line in log.read_text().splitlines()[1:])
+    # What the second run asked for was never written: only the first run's seed is there.
+    meta = json.loads((pathlib.Path(newest.path(step)) / "meta.json").read_text())
+    assert meta["config"]["seed"] == 0 and not (output / "results.json").exists()
 
 
 def test_a_lock_left_by_a_dead_run_does_not_block(tmp_path):

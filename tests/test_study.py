@@ -683,7 +683,7 @@ def test_dynamic_evaluation_lowers_bpc_on_a_repetitive_sequence(tmp_path):
     assert result.dynamic_bpc < result.static_bpc - 0.3, result
     # The same from the command line, on a file of that phrase.
     data = tmp_path / "phrase.txt"
-    data.write_text(TEXT[:131] + TEXT[60:100][::-1] * 40)  # all symbols the model knows
+    data.write_text(TEXT[:131] + TEXT[60:100][::-1] * 80)  # all symbols the model knows
     done = subprocess.run(
         [sys.executable, os.path.join(ROOT, "examples", "evaluate.py"), "--model",
          str(tmp_path / "model.keras"), "--data", str(data), "--split", "train", "--dynamic",
