@@ -118,11 +118,18 @@ def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
 
 
 # Two halves, so that the two take a core each.
+# On JAX the same tests run again, over fewer of the cases that only vary what TensorFlow's
+# run already covers (the middle rank 6, and rank 9 without a bias; the fused loop's
+# backward direction for three of its thirteen cells): the JAX-specific code (its fused
+# pass, its recurrence, Keras's JAX trainer) is in every case that remains.
 JAX_SELECTIONS = {
-    "cells": (["test_cells_reference.py"], "not gradients"),
+    "cells": (["test_cells_reference.py"],
+              "not gradients and not k6-bias] and not k6-nobias and not k9-nobias"),
     "layers": (["test_layers.py", "test_language_model.py"],
-               "chunked or compiles or generic or learning_rate_scale or recurrence or "
-               "accumulate_in_float32 or integration or mogrifier"),
+               "chunked-False or chunked-True-lstm-shared or chunked-True-gru-unshared or "
+               "chunked-True-lstm-integration or compiles or generic or learning_rate_scale or "
+               "recurrence or accumulate_in_float32 or "
+               "((integration or mogrifier) and not fused_loop_equals)"),
 }
 
 

@@ -26,7 +26,7 @@ import pytest
 import keras_mulrnn as km
 from keras_mulrnn.analysis import dynamic_evaluation
 from keras_mulrnn.data import corpora, load_text
-from keras_mulrnn.lm import cli, interruption, lock, training
+from keras_mulrnn.lm import callbacks, cli, interruption, lock, training
 from keras_mulrnn.lm.checkpoints import CheckpointManager
 from keras_mulrnn.lm.evaluation import evaluate_bpc
 from keras_mulrnn.lm.generation import generate_after
@@ -922,9 +922,8 @@ def test_a_program_that_swallowed_a_ctrl_c_exits_as_interrupted(then, capsys):
 def test_a_swallowed_interruption_of_a_run_is_raised_again_with_what_it_said():
     # The final evaluation's Ctrl-C, lost in a library: the evaluation's next batch raises
     # it again, saying what was kept.
-    monitor = types.SimpleNamespace(run=types.SimpleNamespace(
-        manager=types.SimpleNamespace(directory="runs/x/checkpoints")), stop_requested=False)
-    signals = training._Signals(monitor)
+    signals = interruption.RunSignals(callbacks.RunState(),
+                                      types.SimpleNamespace(directory="runs/x/checkpoints"))
     signals.phase = "final"
     with interruption.recording():
         with pytest.raises(training.TrainingInterrupted):

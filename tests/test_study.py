@@ -681,13 +681,16 @@ def test_dynamic_evaluation_lowers_bpc_on_a_repetitive_sequence(tmp_path):
     result = dynamic_evaluate(model, phrase, stats, learning_rate=1e-3, decay=1e-3,
                               seq_len=20)
     assert result.dynamic_bpc < result.static_bpc - 0.3, result
-    # The same from the command line, on a file of that phrase.
+    # The same from the command line, on a file of that phrase. (With statistics from 20
+    # segments, this small model's dynamic BPC moves by up to 0.2 bits with the kernels'
+    # rounding (oneDNN or not, deterministic ops or not): shorter segments and a higher
+    # rate adapt faster: 0.40 to 0.47 bits below static in those three variants.)
     data = tmp_path / "phrase.txt"
     data.write_text(TEXT[:131] + TEXT[60:100][::-1] * 80)  # all symbols the model knows
     done = subprocess.run(
         [sys.executable, os.path.join(ROOT, "examples", "evaluate.py"), "--model",
          str(tmp_path / "model.keras"), "--data", str(data), "--split", "train", "--dynamic",
-         "--seq-len", "20", "--dynamic-lr", "1e-3", "--statistics-segments", "20"],
+         "--seq-len", "10", "--dynamic-lr", "3e-3", "--statistics-segments", "20"],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     static, dynamic = (float(done.stdout.split(f"{kind} ")[1].split()[0])

@@ -20,6 +20,7 @@ import os
 import sys
 
 from keras_mulrnn.lm import files
+from keras_mulrnn.lm.run_directory import RESULTS
 
 COLUMNS = ["trial", "status", "worker", "family", "parametrization", "units", "rank", "num_layers",
            "learning_rate", "recurrent_dropout", "recurrent_params", "val_bpc",
@@ -58,7 +59,7 @@ def _trial_row(path):
     if os.path.exists(worker):
         with open(worker) as handle:
             row["worker"] = handle.read().strip()
-    runs = sorted(glob.glob(os.path.join(os.path.dirname(path), "run_*", "results.json")))
+    runs = sorted(glob.glob(os.path.join(os.path.dirname(path), "run_*", RESULTS)))
     if runs:
         results = [_read(run) for run in runs]
         config = results[0]["config"]

@@ -19,9 +19,12 @@ import keras_tuner
 
 from keras_mulrnn.factory import UNFACTORED
 from keras_mulrnn.params import rank_for_budget, units_for_budget
+from keras_mulrnn.lm import files
 from keras_mulrnn.lm.config import TrainConfig
 from keras_mulrnn.lm.optimization import build_model
-from keras_mulrnn.lm.training import TrainingInterrupted, check_run, train
+from keras_mulrnn.lm.interruption import TrainingInterrupted
+from keras_mulrnn.lm.run_directory import FINAL
+from keras_mulrnn.lm.training import check_run, train
 
 from tuning import TUNERS
 
@@ -155,8 +158,8 @@ class LanguageModelTuner(keras_tuner.Tuner):
             )
         trial_dir = self.get_trial_dir(trial.trial_id)
         os.makedirs(trial_dir, exist_ok=True)
-        with open(os.path.join(trial_dir, "worker.txt"), "w") as handle:
-            handle.write(os.environ.get("KERASTUNER_TUNER_ID", "local"))  # who ran it
+        files.write_text(os.path.join(trial_dir, "worker.txt"),  # who ran it
+                         os.environ.get("KERASTUNER_TUNER_ID", "local"))
         runs = []
         for execution in range(self.executions_per_trial):
             run_config = dataclasses.replace(config, seed=config.seed + execution)
@@ -188,7 +191,7 @@ class LanguageModelTuner(keras_tuner.Tuner):
         from keras_mulrnn.saving import load_model
 
         return load_model(os.path.join(self.get_trial_dir(trial.trial_id), "run_0",
-                                       "model.keras"))
+                                       FINAL))
 
 
 def make_oracle(tuner, max_trials, seed=0, max_epochs=None):

@@ -13,6 +13,7 @@ used. A sound checkpoint made with other settings or data than the run is refuse
 message, unless an older one of the same directory fits the run.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from keras import ops
 
 from keras_mulrnn import backend
 from keras_mulrnn.lm import files
+from keras_mulrnn.lm.config import OPERATIONAL, TrainConfig
 from keras_mulrnn.lm.randomness import random_state_variables
 
 PREFIX = "ckpt-"
@@ -35,6 +37,41 @@ META_KEYS = {"step": int, "config": dict, "vocabulary": dict, "data": dict,
 
 class CheckpointMismatch(ValueError):
     """A sound checkpoint that does not fit this run (other settings or data)."""
+
+
+def check_compatible(restored, meta):
+    """Raises `CheckpointMismatch` unless the checkpoint metadata `restored` fits the run
+    whose metadata is `meta`: the same vocabulary, data and settings (but the operational
+    ones, which a resumed run may change)."""
+    if restored["vocabulary"] != meta["vocabulary"]:
+        raise CheckpointMismatch(
+            "The checkpoint was trained on a different vocabulary than this data's. "
+            "Resume with the same data, or start a new run in another --output directory."
+        )
+    if restored["data"] != meta["data"]:
+        changed = sorted(split for split in meta["data"]
+                         if restored["data"].get(split) != meta["data"][split])
+        raise CheckpointMismatch(
+            f"The data differs from the data this run started with ({', '.join(changed)} "
+            f"changed). Resume with the same data file, or start a new run in another "
+            f"--output directory."
+        )
+    # A setting that the checkpoint predates had its default value then. (A run may
+    # resume on other devices: the carried state is saved for all rows.)
+    saved = {**dataclasses.asdict(TrainConfig()), **restored["config"]}
+    differing = sorted(
+        key for key in meta["config"]
+        if key not in OPERATIONAL and saved.get(key) != meta["config"][key]
+    )
+    if differing:
+        details = ", ".join(
+            f"{key}: checkpoint {saved.get(key)!r}, now "
+            f"{meta['config'][key]!r}" for key in differing
+        )
+        raise CheckpointMismatch(
+            f"The checkpoint's settings differ from this run's ({details}). Resume with "
+            f"the same flags, or start a new run in another --output directory."
+        )
 
 
 class CheckpointManager:

@@ -158,3 +158,77 @@ def answers(host, port):
         return True
     except OSError:
         return False
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by `train` after SIGINT or SIGTERM, once the checkpoint of the current step is
+    written (or, after a second signal or during the final evaluation, with the newest
+    checkpoint as it was); rerun with `resume=True` (`--resume`) to continue from there.
+
+    A `KeyboardInterrupt`, so that what runs many trainings (the study, the tuner) stops
+    rather than counting the run as failed. `what` says what happened and what was kept;
+    `advice` how to continue (what runs many trainings gives its own)."""
+
+    RESUME = "Run again with --resume to continue."
+
+    def __init__(self, what, advice=RESUME):
+        super().__init__(f"{what} {advice}")
+        self.what = what
+
+
+class RunSignals:
+    """While a training run lasts, SIGINT and SIGTERM stop it without losing anything.
+
+    While the model is built, trained or validated, the first signal asks the run to
+    checkpoint the current step (the first, while building) and stop (`state.stop_requested`,
+    which the run's callbacks honour at the end of the step); a second stops at once (the
+    newest complete checkpoint in `manager` is kept). In the final evaluation
+    (`phase = "final"`), training is complete and checkpointed, so a signal stops at once;
+    `--resume` evaluates again. A program's Ctrl-C from before the run, whose exception a
+    library swallowed, stops it before anything is built.
+    """
+
+    def __init__(self, state, manager):
+        self.state, self.manager = state, manager
+        self.phase = "training"
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        directory = self.manager.directory
+        stop = None
+        if self.phase == "final":
+            stop = TrainingInterrupted(
+                f"{name} during the final evaluation: training is complete and its last "
+                f"checkpoint is in {directory}.", "Run again with --resume to evaluate.")
+        elif self.state.stop_requested:
+            steps = self.manager.steps()
+            newest = f"step {steps[-1]}" if steps else "none yet"
+            stop = TrainingInterrupted(
+                f"{name} again: stopped at once. The newest complete checkpoint ({newest}) is "
+                f"in {directory}.")
+        if stop is not None:
+            record(stop)  # in a program: raised again if a library swallows it
+            raise stop
+        self.state.stop_requested = True
+        # Straight to the descriptor: the signal may have come in the middle of a write to a
+        # buffered stream (output piped to a reader that paused), which a `print` here would
+        # re-enter, and fail.
+        try:
+            os.write(2, f"\n{name}: saving a checkpoint at the end of this step (send it "
+                        f"again to stop at once).\n".encode())
+        except OSError:  # no standard error: nothing to say it on
+            pass
+
+    def __enter__(self):
+        check()  # a program's Ctrl-C whose exception a library swallowed
+        if _main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored: stays so
+                    self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        return False

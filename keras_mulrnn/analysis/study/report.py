@@ -13,7 +13,8 @@ from keras_mulrnn.analysis.study.design import (
     stopped_by_nan,
 )
 from keras_mulrnn.lm import files
-from keras_mulrnn.lm.training import RESULT_FIGURES, RESULTS, ValidationLog
+from keras_mulrnn.lm.callbacks import ValidationLog
+from keras_mulrnn.lm.run_directory import LOG, RESULT_FIGURES, RESULTS
 
 
 def collect(output_dir):
@@ -32,7 +33,7 @@ def collect(output_dir):
             continue  # left out of every table (its rate was not chosen, or it is a lost seed)
         family, arm_name = run["config"]["family"], name.split("-lr")[0].split("-", 1)[1]
         run.update(name=name, arm=arms.get((family, arm_name)),
-                   curve=_validation_curve(os.path.join(directory, "log.csv")))
+                   curve=_validation_curve(os.path.join(directory, LOG)))
         analysis = os.path.join(directory, "analysis.json")
         run["analysis"] = files.read_json(analysis) if os.path.exists(analysis) else None
         if run["arm"] is not None:

@@ -21,14 +21,10 @@ from keras_mulrnn.analysis.study.report import summarize
 from keras_mulrnn.lm import files
 from keras_mulrnn.lm.config import TrainConfig, recurrent_params
 from keras_mulrnn.lm.lock import DirectoryInUse, held_elsewhere, hold_directory
-from keras_mulrnn.lm.training import (
-    FINAL,
-    RESULT_FIGURES,
-    RESULTS,
-    TrainingInterrupted,
-    check_run,
-    train,
-)
+from keras_mulrnn.lm.interruption import TrainingInterrupted
+from keras_mulrnn.lm.provenance import code_version
+from keras_mulrnn.lm.run_directory import CHECKPOINTS, FINAL, RESULT_FIGURES, RESULTS
+from keras_mulrnn.lm.training import check_run, train
 from keras_mulrnn.validation import check_positive_int, check_positive_number
 
 
@@ -179,8 +175,6 @@ def _plan_so_far(output_dir, arms, seeds, rates, fixed_rates):
 
 
 def _record_plan(output_dir, arms, seeds, rates, fixed_rates, description):
-    from keras_mulrnn.lm.training import code_version
-
     plan = {"arms": [{"family": arm.family, "name": arm.name, "sharing": arm.sharing,
                       "level": arm.level, "units": arm.config.units, "rank": arm.config.rank,
                       "recurrent_params": recurrent_params(arm.config)} for arm in arms],
@@ -245,7 +239,7 @@ def _run_one(corpus, run, position, output_dir, analysis, verbose):
 def _train_one(corpus, run, position, directory, verbose, resume=False):
     """Trains or resumes one run (`resume`: it has results already, or checkpoints);
     returns "from the start" or "resumed" when it finished, or "diverged"."""
-    checkpoints = os.path.join(directory, "checkpoints")
+    checkpoints = os.path.join(directory, CHECKPOINTS)
     resume = resume or (os.path.isdir(checkpoints) and bool(os.listdir(checkpoints)))
     print(f"{position} {run.name}: {'resuming' if resume else 'training'} "
           f"(units {run.config.units}, rank {run.config.rank})", flush=True)
