@@ -74,7 +74,7 @@ def drive(callback_list, state, first, last, losses=None, model=None):
 
 
 def test_a_non_finite_loss_stops_the_interval_at_its_step():
-    for bad in (float("nan"), float("inf"), np.array([float("-inf")])):
+    for bad in (float("nan"), float("inf"), float("-inf")):
         state = RunState()
         model = FakeModel()
         drive([StopOnNonFiniteLoss(state)], state, 10, 20, losses={13: bad}, model=model)
@@ -151,11 +151,11 @@ def test_the_best_model_is_saved_only_when_a_validation_beats_every_earlier_one(
 
 def test_checkpoints_every_n_steps_at_every_validation_and_at_a_stop():
     state, manager = RunState(), FakeManager()
-    saver = Checkpointing(state, manager, {}, every=3)
+    saver = Checkpointing(state, manager, {}, every=4)
     drive([saver], state, 0, 8)
-    drive([saver], state, 8, 10)
-    # Every third step within an interval, and its last step (the validation's).
-    assert manager.saved == [3, 6, 8, 9, 10]
+    drive([saver], state, 8, 14)
+    # Every fourth step within an interval, and its last step (the validation's), once.
+    assert manager.saved == [4, 8, 12, 14]
     # A stop request: the step it stops at, by the stop callback after it.
     state, manager = RunState(), FakeManager()
     saver = Checkpointing(state, manager, {}, every=None)
@@ -166,6 +166,17 @@ def test_checkpoints_every_n_steps_at_every_validation_and_at_a_stop():
 
     drive([Request(), saver, StopOnRequest(state)], state, 0, 8)
     assert manager.saved == [2] and state.interrupted_at == 2
+    # A request that lands after the step's checkpoint callback: stopped at the next step,
+    # whose checkpoint is written for it, never at a step without its checkpoint.
+    state, manager = RunState(), FakeManager()
+
+    class LateRequest(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            state.stop_requested = state.stop_requested or batch == 1
+
+    drive([Checkpointing(state, manager, {}, every=None), LateRequest(),
+           StopOnRequest(state)], state, 0, 8)
+    assert manager.saved == [3] and state.interrupted_at == 3
     # A non-finite loss: nothing is checkpointed from that step on.
     state, manager = RunState(), FakeManager()
     drive([StopOnNonFiniteLoss(state), Checkpointing(state, manager, {}, every=1)], state,
@@ -186,11 +197,17 @@ def test_a_checkpoint_that_cannot_be_written_is_warned_about_and_training_goes_o
 
 
 def test_a_stop_request_stops_at_the_end_of_the_step_or_of_the_validation():
-    state = RunState()
+    state, manager = RunState(), FakeManager()
     state.stop_requested = True
     model = FakeModel()
+    drive([Checkpointing(state, manager, {}, every=None), StopOnRequest(state)], state, 4, 8,
+          model=model)
+    assert state.interrupted_at == 5 and model.stop_training and manager.saved == [5]
+    # Alone (no checkpoint written for the request), it never stops a step.
+    state = RunState()
+    state.stop_requested = True
     drive([StopOnRequest(state)], state, 4, 8, model=model)
-    assert state.interrupted_at == 5 and model.stop_training
+    assert state.interrupted_at == 8  # at the validation's end (always checkpointed)
     # A request that came after the interval's last step: at the validation's end.
     state = RunState()
     stopper = StopOnRequest(state)
@@ -225,12 +242,8 @@ def test_the_run_orders_its_callbacks_as_their_dependencies_require(tmp_path):
     run = RunCallbacks(state, valid=None, config=TrainConfig(), output_dir=str(tmp_path),
                        manager=FakeManager(), meta={}, verbose=0)
     kinds = [type(callback) for callback in run.ordered()]
-    assert kinds[0] is StopOnNonFiniteLoss and kinds[-1] is StopOnRequest
-    assert kinds.index(Validation) < min(kinds.index(ValidationCSV), kinds.index(BestModel),
-                                         kinds.index(Progress))
-    assert kinds.index(Checkpointing) < kinds.index(StopOnRequest)
-    assert all(isinstance(callback, keras.callbacks.Callback) for callback in run.ordered())
-    assert len(set(kinds)) == len(kinds) == 7
+    assert kinds == [StopOnNonFiniteLoss, Validation, ValidationCSV, BestModel, Checkpointing,
+                     Progress, StopOnRequest]
     assert run.csv_log.log.path == str(tmp_path / run_directory.LOG)
     # One state for all of them.
     assert all(callback.state is state for callback in run.ordered())
@@ -240,3 +253,44 @@ def test_the_interval_steps_of_a_run():
     state = RunState()
     state.interval = (8, 10)
     assert [state.step(batch) for batch in range(4)] == [9, 10, 10, 10]
+
+
+def test_a_non_finite_loss_and_a_stop_request_at_one_step_leave_the_roll_back_to_the_run():
+    state, manager = RunState(), FakeManager()
+    state.stop_requested = True
+    model = FakeModel()
+    hooks = [StopOnNonFiniteLoss(state), Checkpointing(state, manager, {}, every=1),
+             StopOnRequest(state)]
+    drive(hooks, state, 0, 4, losses={1: float("nan")}, model=model)
+    # Nothing checkpointed, no interruption recorded: the run sees the NaN first.
+    assert manager.saved == [] and state.interrupted_at is None
+    assert state.nonfinite_step == 1 and model.stop_training
+
+
+def test_nothing_is_saved_or_logged_for_an_interval_that_a_stop_cut_short(tmp_path,
+                                                                        monkeypatch):
+    saved = []
+    monkeypatch.setattr(callbacks.best_model.files, "save_model",
+                        lambda model, path: saved.append(path))
+    state = RunState()
+    state.interval, state.interrupted_at = (0, 8), 5
+    best = BestModel(state, str(tmp_path))
+    keras.callbacks.CallbackList([best], model=FakeModel()).on_epoch_end(
+        0, {"val_bpc": 1.0, "step": 8})
+    assert saved == [] and best.best is None
+
+
+def test_the_progress_bar_counts_the_runs_steps_across_intervals(monkeypatch, capsys):
+    monkeypatch.setattr(callbacks.progress.sys.stdout, "isatty", lambda: True)
+    state = RunState()
+    progress = Progress(state, total=8, verbose=1)
+    progress.start(2)  # a run resumed at step 2
+    assert progress.bar is not None and progress.bar._seen_so_far == 2
+    drive([progress], state, 2, 4)
+    assert progress.bar._seen_so_far == 4
+    out = capsys.readouterr().out
+    assert "steps 3–4 of 8: loss 1.0000" in out and out.count("steps ") == 1
+    drive([progress], state, 4, 8)  # the last validation: the bar says it, no line
+    progress.end()
+    assert progress.bar._seen_so_far == 8
+    assert "steps 5–8" not in capsys.readouterr().out

@@ -9,6 +9,10 @@ backend loads (`deferred`) it is only recorded, and the program stops as soon as
 is over; and the program's long loops look at the record (`check`), in case the exception
 was lost on the way. Outside a program (a notebook, a library user's script) none of this
 is installed and `check` never raises.
+
+A training run, in a program or not, answers SIGINT and SIGTERM itself while it lasts
+(`RunSignals`): the first asks it to stop at the end of the step, with a checkpoint; a
+second, or one during the final evaluation, stops it at once (`TrainingInterrupted`).
 """
 
 import contextlib

@@ -100,7 +100,7 @@ def finished(output_dir, sample_length):
         results = files.read_json(results_path, RESULT_FIGURES)
     except files.DamagedFile as error:
         warnings.warn(f"{error} The finished run is evaluated again to write it anew.",
-                      stacklevel=3)
+                      stacklevel=2)
         return False
     length = (results.get("config") or {}).get("sample_length")
     if "sample" in results and length != sample_length:

@@ -23,9 +23,14 @@ class Checkpointing(keras.callbacks.Callback):
         if self.state.nonfinite_step is not None:
             return
         step, last = self.state.step(batch), self.state.interval[1]
-        if self.state.stop_requested or (self.every and step % self.every == 0
-                                         and step < last):
+        # The flag is read once: a signal may set it at any moment, and the stop callback
+        # honours only a request whose step was checkpointed here (a later one, the next
+        # step).
+        stop = self.state.stop_requested
+        if stop or (self.every and step % self.every == 0 and step < last):
             self.save()
+        if stop:
+            self.state.checkpointed_for_stop = step
 
     def on_epoch_end(self, epoch, logs=None):
         if self.state.halted:

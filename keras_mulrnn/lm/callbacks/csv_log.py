@@ -71,4 +71,5 @@ class ValidationCSV(keras.callbacks.Callback):
         if self.state.halted:
             return
         first, last = self.state.interval
-        self.log.write(epoch, last, logs, loss_steps=last - first)
+        with self.state.outside_training():
+            self.log.write(epoch, last, logs, loss_steps=last - first)

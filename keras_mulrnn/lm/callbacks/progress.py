@@ -41,9 +41,10 @@ class Progress(keras.callbacks.Callback):
         if self.verbose == 2 or (self.bar is not None and last < self.total):
             parts = [f"{key} {_number(logs[key]):.4f}"
                      for key in ("loss", "bpc", "val_bpc") if key in logs]
-            print(("\n" if self.bar is not None else "")
-                  + f"steps {first + 1}–{last} of {self.total}: " + ", ".join(parts),
-                  flush=True)
+            with self.state.outside_training():
+                print(("\n" if self.bar is not None else "")
+                      + f"steps {first + 1}–{last} of {self.total}: " + ", ".join(parts),
+                      flush=True)
 
 
 def _number(value):

@@ -7,13 +7,15 @@ import time
 class RunState:
     """The steps of the interval that `fit` is training (`interval`, first and last step),
     why the run stops (a non-finite loss at `nonfinite_step`; a signal's `stop_requested`,
-    honoured at `interrupted_at`), and the wall time spent validating and saving
+    honoured at `interrupted_at`, once `checkpointed_for_stop` says that the step's
+    checkpoint was written for it), and the wall time spent validating, logging and saving
     (`eval_seconds`, which the training speed leaves out)."""
 
     def __init__(self):
         self.interval = (0, 0)
         self.nonfinite_step = None
         self.stop_requested = False
+        self.checkpointed_for_stop = None
         self.interrupted_at = None
         self.eval_seconds = 0.0
 
