@@ -60,14 +60,18 @@ def prepare(output_dir):
     return output_dir
 
 
+def has_checkpoints(output_dir):
+    """Whether the run in `output_dir` has written anything into its checkpoints folder."""
+    checkpoints = path(output_dir, CHECKPOINTS)
+    return os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
+
+
 def check_fresh(output_dir, resume):
     """A new run (no `--resume`) refuses a directory that holds a run, and starts its logs
     anew in an empty one (with the directory held, so no other run can be writing them)."""
     if resume:
         return
-    checkpoints = path(output_dir, CHECKPOINTS)
-    if (os.path.isdir(checkpoints) and os.listdir(checkpoints)) or os.path.exists(
-            path(output_dir, RESULTS)):
+    if has_checkpoints(output_dir) or os.path.exists(path(output_dir, RESULTS)):
         raise FileExistsError(
             f"{output_dir!r} already holds a run. Pass --resume to continue it, or choose "
             f"another --output directory."

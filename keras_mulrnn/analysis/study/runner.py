@@ -18,12 +18,12 @@ from keras_mulrnn.analysis.study.design import (
     valid_bpc,
 )
 from keras_mulrnn.analysis.study.report import summarize
-from keras_mulrnn.lm import files
+from keras_mulrnn.lm import files, run_directory
 from keras_mulrnn.lm.config import TrainConfig, recurrent_params
-from keras_mulrnn.lm.lock import DirectoryInUse, held_elsewhere, hold_directory
 from keras_mulrnn.lm.interruption import TrainingInterrupted
+from keras_mulrnn.lm.lock import DirectoryInUse, held_elsewhere, hold_directory
 from keras_mulrnn.lm.provenance import code_version
-from keras_mulrnn.lm.run_directory import CHECKPOINTS, FINAL, RESULT_FIGURES, RESULTS
+from keras_mulrnn.lm.run_directory import FINAL, RESULT_FIGURES, RESULTS
 from keras_mulrnn.lm.training import check_run, train
 from keras_mulrnn.validation import check_positive_int, check_positive_number
 
@@ -239,8 +239,7 @@ def _run_one(corpus, run, position, output_dir, analysis, verbose):
 def _train_one(corpus, run, position, directory, verbose, resume=False):
     """Trains or resumes one run (`resume`: it has results already, or checkpoints);
     returns "from the start" or "resumed" when it finished, or "diverged"."""
-    checkpoints = os.path.join(directory, CHECKPOINTS)
-    resume = resume or (os.path.isdir(checkpoints) and bool(os.listdir(checkpoints)))
+    resume = resume or run_directory.has_checkpoints(directory)
     print(f"{position} {run.name}: {'resuming' if resume else 'training'} "
           f"(units {run.config.units}, rank {run.config.rank})", flush=True)
     try:

@@ -5,9 +5,9 @@ import os
 import warnings
 
 import keras
-import numpy as np
 
 from keras_mulrnn.lm import files
+from keras_mulrnn.lm.callbacks.state import logged_number
 
 
 class ValidationLog:
@@ -51,7 +51,7 @@ class ValidationLog:
         values = {"epoch": epoch, "step": step}
         for key in ("loss", "bpc", "val_bpc"):
             if key in logs:
-                values[key] = float(np.reshape(logs[key], -1)[0])
+                values[key] = logged_number(logs[key])
         if "loss" in logs:
             values["loss_steps"] = loss_steps
         with open(self.path, "a", newline="") as handle:

@@ -3,7 +3,8 @@
 import math
 
 import keras
-import numpy as np
+
+from keras_mulrnn.lm.callbacks.state import logged_number
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -18,7 +19,6 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        # (One element, not a scalar, under a multi-worker strategy: see `step_logs`.)
-        if loss is not None and not math.isfinite(float(np.reshape(loss, -1)[0])):
+        if loss is not None and not math.isfinite(logged_number(loss)):
             self.state.nonfinite_step = self.state.step(batch)
             self.model.stop_training = True

@@ -3,7 +3,8 @@
 import sys
 
 import keras
-import numpy as np
+
+from keras_mulrnn.lm.callbacks.state import logged_number
 
 
 class Progress(keras.callbacks.Callback):
@@ -31,7 +32,7 @@ class Progress(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.bar is not None and self.state.nonfinite_step is None:
             self.bar.update(self.state.step(batch),
-                            [(key, _number(logs[key])) for key in ("loss", "bpc")
+                            [(key, logged_number(logs[key])) for key in ("loss", "bpc")
                              if key in (logs or {})])
 
     def on_epoch_end(self, epoch, logs=None):
@@ -39,14 +40,9 @@ class Progress(keras.callbacks.Callback):
             return
         first, last = self.state.interval
         if self.verbose == 2 or (self.bar is not None and last < self.total):
-            parts = [f"{key} {_number(logs[key]):.4f}"
+            parts = [f"{key} {logged_number(logs[key]):.4f}"
                      for key in ("loss", "bpc", "val_bpc") if key in logs]
             with self.state.outside_training():
                 print(("\n" if self.bar is not None else "")
                       + f"steps {first + 1}–{last} of {self.total}: " + ", ".join(parts),
                       flush=True)
-
-
-def _number(value):
-    """A log's figure (one element, not a scalar, under a multi-worker strategy)."""
-    return float(np.reshape(value, -1)[0])

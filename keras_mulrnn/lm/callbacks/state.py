@@ -3,6 +3,8 @@
 import contextlib
 import time
 
+import numpy as np
+
 
 class RunState:
     """The steps of the interval that `fit` is training (`interval`, first and last step),
@@ -38,3 +40,9 @@ class RunState:
             yield
         finally:
             self.eval_seconds += time.perf_counter() - started
+
+
+def logged_number(value):
+    """A figure of `fit`'s logs as a float (one element, not a scalar, under a multi-worker
+    strategy: see `step_logs`)."""
+    return float(np.reshape(value, -1)[0])
