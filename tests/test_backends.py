@@ -3,8 +3,8 @@ the language-model toolkit gives TensorFlow's results on JAX, checkpoints cross 
 and JAX trains data parallel.
 
 Each scenario runs in processes of its own (a process's Keras backend and its devices are
-fixed when it starts), on JAX through `tests/without_tensorflow.py`, which makes any import
-of TensorFlow fail.
+fixed when it starts), on JAX through `tests/programs/without_tensorflow.py`, which makes any
+import of TensorFlow fail.
 """
 
 import json
@@ -21,8 +21,9 @@ import pytest
 import keras_mulrnn as km
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PROGRAMS = os.path.join(HERE, "programs")  # run as subprocesses
 ROOT = os.path.dirname(HERE)
-WITHOUT_TF = os.path.join(HERE, "without_tensorflow.py")
+WITHOUT_TF = os.path.join(PROGRAMS, "without_tensorflow.py")
 TEXT = ("It is a truth universally acknowledged, that a single man in possession of a good "
         "fortune, must be in want of a wife.\n") * 40
 
@@ -69,7 +70,7 @@ def test_toolkit_parity_and_checkpoints_across_backends(tmp_path):
     """From the same initial weights with dropout off, 20 steps on TensorFlow and on JAX give
     the same losses and BPC; a checkpoint of one backend resumes on the other."""
     initial = tmp_path / "initial.npz"
-    runner = os.path.join(HERE, "backend_runs.py")
+    runner = os.path.join(PROGRAMS, "backend_runs.py")
     runs = {}
     for backend in ("tensorflow", "jax"):
         (tmp_path / backend).mkdir()
@@ -103,7 +104,7 @@ def test_toolkit_parity_and_checkpoints_across_backends(tmp_path):
 
 
 def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
-    done = _run("jax", os.path.join(HERE, "backend_runs.py"), "data-parallel", tmp_path,
+    done = _run("jax", os.path.join(PROGRAMS, "backend_runs.py"), "data-parallel", tmp_path,
                 XLA_FLAGS="--xla_force_host_platform_device_count=2")
     assert done.returncode == 0, done.stderr[-3000:]
     runs = np.load(tmp_path / "data_parallel.npz")
@@ -125,7 +126,7 @@ def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
 JAX_SELECTIONS = {
     "cells": (["test_cells_reference.py"],
               "not gradients and not k6-bias] and not k6-nobias and not k9-nobias"),
-    "layers": (["test_layers.py", "test_language_model.py"],
+    "layers": (["test_layers.py", "test_training.py"],
                "chunked-False or chunked-True-lstm-shared or chunked-True-gru-unshared or "
                "chunked-True-lstm-integration or compiles or generic or learning_rate_scale or "
                "recurrence or accumulate_in_float32 or "
@@ -156,7 +157,7 @@ def test_training_on_jax_matches_tensorflow(tmp_path):
     results = {}
     for backend in ("tensorflow", "jax"):
         path = tmp_path / f"{backend}.npz"
-        done = subprocess.run([sys.executable, os.path.join(HERE, "backend_training.py"),
+        done = subprocess.run([sys.executable, os.path.join(PROGRAMS, "backend_training.py"),
                                str(initial), str(path)], capture_output=True, text=True,
                               env=_env(backend), timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]

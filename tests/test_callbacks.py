@@ -1,7 +1,7 @@
 """The training run's callbacks one by one (`keras_mulrnn.lm.callbacks`), driven through
 Keras's own `CallbackList` as `fit` drives them, with a stand-in model: what each does at
 the end of a step and of an interval, and what none does after a non-finite loss or a stop.
-The whole run through them is tested in test_language_model.py, test_faults.py and
+The whole run through them is tested in test_training.py, test_interruption.py and
 test_reliability.py."""
 
 import csv

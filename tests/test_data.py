@@ -1,21 +1,17 @@
 """Corpora, vocabularies and the truncated-BPTT layout, on fixtures the tests make."""
 
 import os
+import time
 import zipfile
 
 import numpy as np
 import pytest
 
-from keras_mulrnn.data import (
-    ShuffledWindows,
-    TBPTTBatches,
-    Vocabulary,
-    corpora,
-    load_enwik8,
-    load_ptb,
-    load_text,
-    load_tfds,
-)
+from keras_mulrnn.data import (ShuffledWindows, TBPTTBatches, Vocabulary, corpora, load_enwik8,
+                               load_ptb, load_text, load_tfds)
+from keras_mulrnn.lm.training import train
+
+from helpers import small_config, small_corpus
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +159,8 @@ def test_tfds_text_dataset_offline_with_mock_data(monkeypatch):
     import tensorflow_datasets as tfds
 
     # The mock prepares nothing, so the loader first checks that TFDS's storage answers
-    # (test_faults covers the answer "no"); here it does, and the mock serves the data.
+    # (test_tfds_offline_fails_at_once_with_the_reason covers the answer "no"); here it
+    # does, and the mock serves the data.
     class Connection:
         def close(self):
             pass
@@ -262,3 +259,69 @@ def test_shuffled_windows_are_a_new_permutation_every_pass():
     other = ShuffledWindows(ids, batch_size=4, seq_len=10, seed=4)
     np.testing.assert_array_equal(again.batch(60)[0][0], windows.batch(60)[0][0])
     assert not np.array_equal(other.batch(60)[0][0], windows.batch(60)[0][0])
+
+
+def test_a_byte_order_mark_is_not_a_symbol(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeff".encode("utf-8") + "abc abc\n".encode("utf-8") * 50)
+    corpus = load_text(path)
+    assert "\ufeff" not in corpus.vocabulary.symbols
+    assert len(corpus.vocabulary) == 5
+
+
+def test_a_named_pipe_is_not_an_empty_file(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"named pipe \(FIFO\)"):
+        load_text(fifo)
+
+
+def test_a_one_symbol_corpus_gets_a_clear_message(tmp_path):
+    with pytest.raises(ValueError, match="1 distinct symbol"):
+        train(corpora.corpus_from_text("a", "a" * 5000), small_config(), tmp_path / "o",
+              verbose=0)
+
+
+def test_tfds_offline_fails_at_once_with_the_reason(tmp_path, monkeypatch):
+    import socket
+
+    def unreachable(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match="needs the network"):
+        corpora.load_tfds("tiny_shakespeare", data_dir=str(tmp_path))
+    assert time.monotonic() - started < 30
+
+
+def test_odd_files_get_messages_that_name_them(tmp_path):
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf")
+    with pytest.raises(ValueError, match="holds no text"):
+        load_text(tmp_path / "bom.txt")
+    (tmp_path / "latin.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1") * 20)
+    with pytest.raises(ValueError, match="not a Penn Treebank character file"):
+        load_text(tmp_path / "latin.txt", kind="ptb")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        corpora.load_ptb(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="--output is empty"):
+        train(small_corpus(), small_config(), "", verbose=0)
+
+
+def test_a_split_too_short_for_its_rows_names_the_flag(tmp_path):
+    with pytest.raises(ValueError, match=r"validation split has 3 symbols.*--eval-batch-size"):
+        train(small_corpus(), small_config(valid_symbols=3, eval_batch_size=16),
+              tmp_path / "o", verbose=0)
+    with pytest.raises(ValueError, match=r"--test-batch-size"):
+        train(small_corpus(), small_config(test_batch_size=100_000), tmp_path / "o",
+              verbose=0)
+
+
+def test_streamed_bytes_keep_characters_whole():
+    from keras_mulrnn.data import Vocabulary
+
+    vocabulary = Vocabulary.from_data("déjà".encode(), "byte")
+    ids = vocabulary.encode("déjà".encode())
+    decode = vocabulary.incremental_decoder()
+    pieces = [decode(ids[:2]), decode(ids[2:4]), decode(ids[4:], final=True)]
+    assert "".join(pieces) == "déjà" and "\ufffd" not in "".join(pieces)

@@ -18,6 +18,7 @@ from keras_mulrnn import backend
 from keras_mulrnn.lm.config import TrainConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PROGRAMS = os.path.join(HERE, "programs")  # run as subprocesses
 ROOT = os.path.dirname(HERE)
 
 
@@ -31,7 +32,7 @@ def _weights(arrays, prefix):
 
 
 def test_mirrored_on_two_logical_cpus_equals_one_device(tmp_path):
-    done = subprocess.run([sys.executable, os.path.join(HERE, "distributed_runs.py"),
+    done = subprocess.run([sys.executable, os.path.join(PROGRAMS, "distributed_runs.py"),
                            "mirrored", str(tmp_path)], capture_output=True, text=True,
                           env=_env(), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -68,7 +69,7 @@ def test_two_workers_on_localhost_agree_and_the_chief_alone_writes(tmp_path):
     for index in range(2):
         config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         workers.append(subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "distributed_runs.py"), "worker",
+            [sys.executable, os.path.join(PROGRAMS, "distributed_runs.py"), "worker",
              str(tmp_path / "run"), str(tmp_path / f"worker{index}.npz")],
             env=_env(TF_CONFIG=config, TMPDIR=str(scratch)), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True))
@@ -92,7 +93,7 @@ def test_two_workers_on_localhost_agree_and_the_chief_alone_writes(tmp_path):
     assert (run / "model.keras").exists()
     assert os.listdir(scratch) == []  # the other worker's scratch directory was removed
     # And they trained what one device trains with the same global batch.
-    from distributed_runs import Record, corpus, small_config
+    from programs.distributed_runs import Record, corpus, small_config
     from keras_mulrnn.lm.training import train
 
     record = Record()
@@ -116,7 +117,7 @@ def test_strategy_errors_are_clear(monkeypatch):
 
 
 def test_mirrored_on_a_one_device_machine_trains_checkpoints_and_resumes(tmp_path):
-    done = subprocess.run([sys.executable, os.path.join(HERE, "distributed_runs.py"),
+    done = subprocess.run([sys.executable, os.path.join(PROGRAMS, "distributed_runs.py"),
                            "mirrored-one-device", str(tmp_path)], capture_output=True,
                           text=True, env=_env(), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -20,7 +20,7 @@ from keras_mulrnn.lm import files
 from keras_mulrnn.lm.checkpoints import CheckpointManager
 from keras_mulrnn.lm.optimization import build_model
 from keras_mulrnn.lm.training import train
-from test_language_model import small_config, small_corpus, tiny_model
+from helpers import small_config, small_corpus, tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,8 +16,9 @@ import textwrap
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PROGRAMS = os.path.join(HERE, "programs")  # run as subprocesses
 ROOT = os.path.dirname(HERE)
-WITHOUT_TF = os.path.join(HERE, "without_tensorflow.py")
+WITHOUT_TF = os.path.join(PROGRAMS, "without_tensorflow.py")
 
 WRITE = """
 import keras, numpy as np

@@ -22,8 +22,8 @@ from keras_mulrnn.lm.checkpoints import CheckpointManager
 from keras_mulrnn.lm.optimization import build_model
 from keras_mulrnn.data import corpora, load_ptb, load_text
 from keras_mulrnn.lm.training import train
-from test_language_model import (TEXT, AtStep, press_ctrl_c, small_config, small_corpus,
-                                 tiny_model)
+from helpers import (TEXT, AtStep, press_ctrl_c, small_config, small_corpus,
+                     tiny_model)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "examples", "train_text.py")

@@ -1,6 +1,6 @@
 """A run's output directory (`keras_mulrnn.lm.run_directory`): its checks, and how a
 finished run is recognised. The programs' messages about it are tested through the
-programs in test_faults.py."""
+programs in test_lock.py and test_checkpoints.py."""
 
 import json
 import os

@@ -14,10 +14,12 @@ import keras_tuner
 import pytest
 
 from keras_mulrnn.data import Vocabulary
-from test_language_model import TEXT
-from tuning import report, search
 from keras_mulrnn.lm.config import recurrent_params
+from tuning import report, search
 from tuning.space import LanguageModelHyperModel
+
+from helpers import TEXT, assert_one_clear_line
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
@@ -207,7 +209,7 @@ def test_an_interrupted_trial_says_how_to_continue_the_search(tmp_path, data, mo
 
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, data, monkeypatch,
-                                                           capsys):
+                                                            capsys):
     from tuning import space
 
     real_train = space.train
@@ -277,7 +279,7 @@ def test_overwrite_starts_the_search_anew(tmp_path, data):
     ("--family", "lstm,", "empty item"),
 ])
 def test_comma_lists_with_an_empty_or_repeated_item_are_refused(tmp_path, data, flag, text,
-                                                                 message):
+                                                                message):
     with pytest.raises(ValueError, match=message):
         search.main(_search_args(tmp_path, data, "--max-trials", "1", flag, text))
     assert not (tmp_path / "p").exists()
@@ -299,7 +301,7 @@ def test_an_oracle_port_out_of_range_is_a_usage_error(tmp_path, data, port):
                                             "forgets that trial"),
 ])
 def test_a_damaged_project_file_is_named_before_the_search_resumes(tmp_path, data, name,
-                                                                    advice):
+                                                                   advice):
     """keras-tuner's own reload fails with a JSON parser message that names no file."""
     project = tmp_path / "p"
     for good in ("oracle.json", "tuner0.json", os.path.join("trial_0", "trial.json"),
@@ -310,3 +312,48 @@ def test_a_damaged_project_file_is_named_before_the_search_resumes(tmp_path, dat
     with pytest.raises(ValueError, match=f"{name}' is damaged: .*{advice}"):
         search.main(_search_args(tmp_path, data, "--max-trials", "1"))
     assert (project / name).read_text() == '{"trial_id": "01", "hyperpa'  # nothing touched
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["--max-trials", "0"], "--max-trials must be at least 1"),
+    (["--executions-per-trial", "0"], "--executions-per-trial must be at least 1"),
+    (["--steps-per-trial", "-3"], "--steps-per-trial must be at least 1"),
+])
+def test_tuner_counts_are_checked(tmp_path, arguments, message):
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tuning", "search.py"),
+                           "--directory", str(tmp_path / "t"), *arguments], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and message in done.stderr and not (tmp_path / "t").exists()
+
+
+def test_tuning_directory_that_is_a_file_and_a_report_with_no_finished_trials(tmp_path):
+    (tmp_path / "file").write_text("x")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tuning", "search.py"),
+                           "--directory", str(tmp_path / "file")], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert_one_clear_line(done)
+    assert "is a file" in done.stderr
+    project = tmp_path / "tuning" / "empty"
+    (project / "trial_0").mkdir(parents=True)
+    (project / "trial_0" / "trial.json").write_text(json.dumps(
+        {"trial_id": "0", "status": "RUNNING", "score": None,
+         "hyperparameters": {"values": {}}}))
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tuning", "report.py"),
+                           "--directory", str(tmp_path / "tuning"), "--project-name",
+                           "empty"], env=ENV, capture_output=True, text=True, timeout=300)
+    assert_one_clear_line(done)
+    assert "no finished trials" in done.stderr
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["--rank-ratio", "inf"], "--rank-ratio"), (["--rank-ratio", "0"], "--rank-ratio"),
+    (["--worker", ""], "--worker is empty"), (["--project-name", ""], "--project-name is empty"),
+    (["--valid-symbols", "2"], "--eval-batch-size"),
+])
+def test_search_checks_its_space_and_its_data_before_any_trial(tmp_path, arguments, message):
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tuning", "search.py"),
+                           "--directory", str(tmp_path / "t"), "--steps-per-trial", "2",
+                           *arguments], env=ENV, capture_output=True, text=True, timeout=300)
+    assert_one_clear_line(done)
+    assert message in done.stderr, done.stderr
+    assert not os.path.exists(tmp_path / "t" / "search" / "trial_0")

@@ -19,6 +19,7 @@ import zipfile
 
 import numpy as np
 
+from keras_mulrnn import memory
 from keras_mulrnn.data.vocabulary import Vocabulary
 
 ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
@@ -30,11 +31,7 @@ PTB_FILES = {split: f"ptb.char.{split}.txt" for split in ("train", "valid", "tes
 # Karpathy's char-rnn, 2015), shipped in the package for runs with no data at hand.
 EMBEDDED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedded",
                         "tinyshakespeare.txt")
-# What reading a file costs in memory, per byte of the file: the bytes, the decoded str (up
-# to 4 bytes a character) and the ids; bytes and ids alone for a byte corpus; a list of
-# Python strings, one per token, for Penn Treebank's format.
-_MEMORY_PER_BYTE = {"char": 6, "byte": 2, "ptb": 100}
-KINDS = tuple(_MEMORY_PER_BYTE)
+KINDS = tuple(memory.BYTES_PER_FILE_BYTE)  # char, byte, ptb
 
 
 @dataclasses.dataclass
@@ -109,24 +106,9 @@ def check_file(path, what="data file", kind=None, holds="text"):
         raise ValueError(f"The {what} {path!r} is empty. Give a file with {holds} in it.")
     if not os.access(path, os.R_OK):
         raise PermissionError(f"The {what} {path!r} cannot be read (permission denied).")
-    if kind in _MEMORY_PER_BYTE:
-        need, have = size * _MEMORY_PER_BYTE[kind], physical_memory()
-        if have and need > have:
-            raise MemoryError(
-                f"The {what} {path!r} holds {size / 2**30:,.1f} GiB; reading it as a "
-                f"{kind} corpus needs about {need / 2**30:,.1f} GiB of memory, more than this "
-                f"machine's {have / 2**30:,.1f} GiB. Use a part of it (e.g. `head -c`), or "
-                f"a machine with more memory."
-            )
+    if kind in KINDS:
+        memory.check_corpus_file(path, what, size, kind)
     return path
-
-
-def physical_memory():
-    """This machine's memory in bytes (None where the system does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def split_by_fractions(ids, fractions=DEFAULT_FRACTIONS):
@@ -159,7 +141,7 @@ def load_text(path, kind="char", fractions=DEFAULT_FRACTIONS):
     """Any text (`kind="char"`, UTF-8; a leading byte-order mark is not a symbol), byte
     (`kind="byte"`) or Penn Treebank character-format (`kind="ptb"`: space-separated
     symbols, one symbol per line break) file, split by fractions."""
-    if kind not in _MEMORY_PER_BYTE:
+    if kind not in KINDS:
         raise ValueError(
             f"Invalid value for argument `kind`: received kind={kind!r}. Allowed: {KINDS}."
         )

@@ -134,19 +134,18 @@ def generate(argv=None, prog="keras_mulrnn generate"):
     if not 0 <= args.length <= MAX_LENGTH:
         p.error(f"--length must be in [0, {MAX_LENGTH:,}], got {args.length}")
     cli.start_backend(args)
-    from keras_mulrnn.lm.generation import CHUNK, check_generation_arguments
-    from keras_mulrnn.lm.generation import generate as sample
+    from keras_mulrnn.lm.generation import (CHUNK, check_generation_arguments, check_prompt,
+                                            sample)
     from keras_mulrnn.saving import load_language_model
 
     model = load_language_model(args.model)
+    # Checked before any output: the prompt is printed first.
     check_generation_arguments(args.length, args.temperature, args.top_k, args.seed,
                                len(model.vocabulary))
-    if not args.prompt:
-        raise ValueError("The prompt is empty: give at least one symbol to start from.")
-    model.vocabulary.encode(args.prompt, what="The prompt")  # checked before any output
+    prompt_ids = check_prompt(model, args.prompt)
     print(args.prompt, end="", flush=True)
     progress = _StreamedText(args.length, CHUNK)
-    sample(model, args.prompt, args.length, args.temperature, args.top_k, args.seed,
+    sample(model, prompt_ids, args.length, args.temperature, args.top_k, args.seed,
            on_chunk=progress.show)
     print(flush=True)
 

@@ -89,11 +89,16 @@ class TrainConfig:
 
     def validate(self):
         """Checks every setting; returns `self`. Raises `ValueError` naming the first bad one.
-        NumPy scalars are accepted and become the Python numbers they hold."""
+        NumPy scalars are accepted and become the Python numbers they hold.
+
+        Settings that passed are not checked again while they stay as they are (a program
+        checks its flags before it reads the data, then `train` checks what it is given)."""
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, np.generic):
                 setattr(self, field.name, value.item())
+        if self.__dict__.get("_passed") == dataclasses.astuple(self):
+            return self
         for name in ("units", "num_layers", "embedding_dim", "batch_size", "seq_len", "steps",
                      "eval_every", "eval_batch_size", "test_batch_size",
                      "steps_per_execution"):
@@ -117,17 +122,19 @@ class TrainConfig:
         from keras_mulrnn import backend
 
         backend.check_distribution_name(self.strategy)
-        model_arguments(self)  # family, parametrization and rank, by a throwaway cell
+        from keras_mulrnn.factory import make_cell
+
+        # The cell's own checks of family, parametrization, rank and the Mogrifier, by a
+        # throwaway cell (the model builds its own).
+        make_cell(self.family, self.parametrization, units=self.units, rank=self.rank,
+                  dropout=self.input_dropout, recurrent_dropout=self.recurrent_dropout,
+                  mogrifier_rounds=self.mogrifier_rounds, mogrifier_rank=self.mogrifier_rank)
+        self._passed = dataclasses.astuple(self)
         return self
 
 
 def model_arguments(config):
-    """The `CharLanguageModel` arguments of a `TrainConfig` (validated by a throwaway cell)."""
-    from keras_mulrnn.factory import make_cell
-
-    make_cell(config.family, config.parametrization, units=config.units, rank=config.rank,
-              dropout=config.input_dropout, recurrent_dropout=config.recurrent_dropout,
-              mogrifier_rounds=config.mogrifier_rounds, mogrifier_rank=config.mogrifier_rank)
+    """The `CharLanguageModel` arguments of a (validated) `TrainConfig`."""
     names = ("family", "parametrization", "units", "rank", "num_layers", "embedding_dim",
              "input_dropout", "recurrent_dropout", "output_dropout", "weight_norm",
              "mogrifier_rounds", "mogrifier_rank", "seed")
@@ -145,29 +152,16 @@ def recurrent_params(config):
 
 
 def check_fits(config, vocabulary_size):
-    """Refuses a model that cannot train in this machine's memory, before anything is built.
-
-    The estimate counts float32 weights four times (weights, gradients and Adam's two
-    moments) and what the recurrence keeps per symbol for the backward pass (about eight
-    state-sized vectors per layer, and the logits twice)."""
+    """Refuses a corpus too small for a language model, and a model that cannot train in
+    this machine's memory (`keras_mulrnn.memory`), before anything is built; returns the
+    model's number of weights."""
     if vocabulary_size < MIN_VOCABULARY:
         raise ValueError(
             f"The corpus has {vocabulary_size} distinct symbol(s); a language model needs at "
             f"least {MIN_VOCABULARY}. Give a text with more than one kind of character."
         )
-    from keras_mulrnn.data.corpora import physical_memory
+    from keras_mulrnn import memory
 
     params = recurrent_params(config) + vocabulary_size * (config.embedding_dim + config.units + 1)
-    rank = config.rank or config.units
-    per_symbol = config.num_layers * (6 * config.units + 2 * rank) + 2 * vocabulary_size
-    need = 4 * (4 * params + config.batch_size * config.seq_len * per_symbol)
-    have = physical_memory()
-    if have and need > have:
-        raise ValueError(
-            f"This model ({params:,} parameters; units={config.units}, rank={config.rank}, "
-            f"num_layers={config.num_layers}, batch_size={config.batch_size}, "
-            f"seq_len={config.seq_len}) needs about {need / 2**30:,.1f} GiB to train, more "
-            f"than this machine's {have / 2**30:,.1f} GiB. Use fewer units, a smaller rank "
-            f"or a smaller batch."
-        )
+    memory.check_training(config, params, vocabulary_size)
     return params

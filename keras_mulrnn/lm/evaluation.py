@@ -10,7 +10,7 @@ starts `batch_size - 1` more rows from a zero state.
 import numpy as np
 from keras import ops
 
-from keras_mulrnn import backend
+from keras_mulrnn import backend, memory
 from keras_mulrnn.data.batches import TBPTTBatches
 from keras_mulrnn.lm import interruption
 from keras_mulrnn.lm.model import symbol_bits
@@ -21,7 +21,8 @@ def evaluate_bpc(model, ids, batch_size=1, seq_len=100, jit_compile=False):
     """Returns `(bpc, symbols_scored)` of `model` on the id array `ids`."""
     check_ids(model, ids)
     batches = TBPTTBatches(ids, batch_size, seq_len, name="evaluation")
-    check_window_fits(model, batches.batch_size, batches.seq_len)
+    memory.check_scoring(model.settings["units"], model.settings["num_layers"],
+                         len(model.vocabulary), batches.batch_size, batches.seq_len)
     score = scoring_function(model, jit_compile)
     states = model.zero_states(batch_size)
     total_bits, total_symbols = 0.0, 0.0
@@ -52,22 +53,6 @@ def check_ids(model, ids):
             f"The ids to score run from {ids.min()} to {ids.max()}, outside the model's "
             f"vocabulary of {len(model.vocabulary)} symbols: encode the text with the "
             f"model's vocabulary.")
-
-
-def check_window_fits(model, batch_size, seq_len):
-    """Refuses a window whose activations cannot fit this machine's memory: the logits and
-    about eight state-sized vectors per layer for every symbol, twice over."""
-    from keras_mulrnn.data.corpora import physical_memory
-
-    units, layers = model.settings["units"], model.settings["num_layers"]
-    need = 2 * 4 * batch_size * seq_len * (len(model.vocabulary) + 8 * units * layers)
-    have = physical_memory()
-    if have and need > have:
-        raise ValueError(
-            f"Scoring windows of {batch_size} × {seq_len:,} symbols needs about "
-            f"{need / 2**30:,.1f} GiB of memory, more than this machine's "
-            f"{have / 2**30:,.1f} GiB: give a shorter --seq-len (the state is carried from "
-            f"window to window, so the figure does not change).")
 
 
 def scoring_function(model, jit_compile=False):

@@ -37,20 +37,33 @@ def generate(model, prompt, length=200, temperature=1.0, top_k=None, seed=0, bat
     Returns:
         The sampled continuation (without the prompt): a str, or a list of `batch_size` str.
     """
-    if not prompt:
-        raise ValueError("The prompt is empty: give at least one symbol to start from.")
-    prompt_ids = model.vocabulary.encode(prompt, what="The prompt")
-    return generate_after(model, prompt_ids, length, temperature, top_k, seed, batch_size,
-                          on_chunk)
+    prompt_ids = check_prompt(model, prompt)
+    check_generation_arguments(length, temperature, top_k, seed, len(model.vocabulary))
+    check_positive_int("batch_size", batch_size)
+    return sample(model, prompt_ids, length, temperature, top_k, seed, batch_size, on_chunk)
 
 
 def generate_after(model, prompt_ids, length=200, temperature=1.0, top_k=None, seed=0,
                    batch_size=1, on_chunk=None):
     """`generate` after a prompt given as symbol ids (e.g. a piece of a split, which may not
     survive a trip through text: a byte corpus cut mid-character)."""
-    vocabulary = model.vocabulary
-    check_generation_arguments(length, temperature, top_k, seed, len(vocabulary))
+    check_generation_arguments(length, temperature, top_k, seed, len(model.vocabulary))
     check_positive_int("batch_size", batch_size)
+    return sample(model, prompt_ids, length, temperature, top_k, seed, batch_size, on_chunk)
+
+
+def check_prompt(model, prompt):
+    """The ids of a text `prompt`, refused if it is empty or has a symbol that `model`'s
+    vocabulary lacks."""
+    if not prompt:
+        raise ValueError("The prompt is empty: give at least one symbol to start from.")
+    return model.vocabulary.encode(prompt, what="The prompt")
+
+
+def sample(model, prompt_ids, length, temperature, top_k, seed, batch_size=1, on_chunk=None):
+    """`generate_after` for arguments already checked (`check_generation_arguments`), as a
+    program or a training run checks them before it starts."""
+    vocabulary = model.vocabulary
     prompt_ids = ops.convert_to_tensor(prompt_ids, "int32")
     prompts = ops.tile(prompt_ids[None], (batch_size, 1))
     top_k = int(top_k or len(vocabulary))

@@ -29,7 +29,7 @@ from keras_mulrnn.lm.callbacks import RunCallbacks, RunState
 from keras_mulrnn.lm.checkpoints import CheckpointManager, check_compatible, model_step
 from keras_mulrnn.lm.config import TrainConfig, check_fits, recurrent_params
 from keras_mulrnn.lm.evaluation import evaluate_bpc
-from keras_mulrnn.lm.generation import check_generation_arguments, generate_after
+from keras_mulrnn.lm.generation import check_generation_arguments, sample
 from keras_mulrnn.lm.interruption import RunSignals, TrainingInterrupted
 from keras_mulrnn.lm.lock import hold_directory
 from keras_mulrnn.lm.optimization import build_model
@@ -275,8 +275,8 @@ class _Run:
         files.save_model(model, run_directory.path(self.output_dir, FINAL))
         prompt = self.corpus.test[:20]
         results["sample_prompt"] = self.corpus.vocabulary.decode(prompt)
-        results["sample"] = generate_after(model, prompt, length=config.sample_length,
-                                           seed=config.seed)
+        results["sample"] = sample(model, prompt, config.sample_length, 1.0, None,
+                                   config.seed)  # checked by `check_run`
         files.write_json(results_path, results)
         return results
 

@@ -1,14 +1,14 @@
 """Runs for the distribution tests, each in its own process (a process's devices and its
 cluster are fixed when TensorFlow starts).
 
-    python tests/distributed_runs.py mirrored OUTPUT_DIR
+    python tests/programs/distributed_runs.py mirrored OUTPUT_DIR
         Two logical CPU devices. Trains the same small stateful model on one device and
         under MirroredStrategy; then stops a mirrored run halfway and resumes it on one
         device. Writes OUTPUT_DIR/mirrored.npz (losses and weights of each run).
-    python tests/distributed_runs.py mirrored-one-device OUTPUT_DIR
+    python tests/programs/distributed_runs.py mirrored-one-device OUTPUT_DIR
         MirroredStrategy over the machine's one CPU: trains with checkpoints, stops at step 6
         and resumes; writes OUTPUT_DIR/one.npz (the weights of both ends and one device's).
-    python tests/distributed_runs.py worker OUTPUT_DIR WEIGHTS.npz
+    python tests/programs/distributed_runs.py worker OUTPUT_DIR WEIGHTS.npz
         One worker of the cluster in TF_CONFIG: trains under MultiWorkerMirroredStrategy
         into OUTPUT_DIR and saves the weights it ends with.
 """
@@ -17,7 +17,8 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root (tests/programs/ is two folders down).
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

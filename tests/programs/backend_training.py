@@ -1,7 +1,7 @@
 """A few training steps of a Keras model built from the package's sequence layers, on the
 backend of this process (KERAS_BACKEND), for the test that JAX trains as TensorFlow does.
 
-    python tests/backend_training.py INITIAL.npz RESULT.npz
+    python tests/programs/backend_training.py INITIAL.npz RESULT.npz
 
 Weights start from INITIAL.npz (written by the first process to run, from a NumPy seed) so
 both backends start from the same numbers; RESULT.npz gets the per-step losses and the final
@@ -12,7 +12,8 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root (tests/programs/ is two folders down).
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

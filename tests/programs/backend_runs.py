@@ -1,24 +1,25 @@
 """Training runs of the language-model toolkit for the backend tests, each in a process of its
 own (a process's Keras backend and its JAX devices are fixed when it starts).
 
-    python tests/backend_runs.py parity INITIAL.npz OUTPUT_DIR [CHECKPOINTS_DIR]
+    python tests/programs/backend_runs.py parity INITIAL.npz OUTPUT_DIR [CHECKPOINTS_DIR]
         On the backend of KERAS_BACKEND: 20 steps of a small model, dropout off, from the
         weights in INITIAL.npz (written there by the first run, from a NumPy seed). With
         CHECKPOINTS_DIR (another run's checkpoints), resumes from its newest checkpoint
         instead. Writes OUTPUT_DIR/run.npz: the loss of every step, the final weights, the
         final valid and test BPC.
-    python tests/backend_runs.py data-parallel OUTPUT_DIR
+    python tests/programs/backend_runs.py data-parallel OUTPUT_DIR
         JAX with two CPU devices: the same run on one device and under DataParallel, and a
         DataParallel run stopped at step 6 and resumed; writes OUTPUT_DIR/data_parallel.npz.
 
-Run through `tests/without_tensorflow.py` so that TensorFlow cannot be imported.
+Run through `tests/programs/without_tensorflow.py` so that TensorFlow cannot be imported.
 """
 
 import os
 import shutil
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root (tests/programs/ is two folders down).
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

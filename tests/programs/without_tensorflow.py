@@ -1,7 +1,7 @@
 """Runs a Python script in a process where TensorFlow cannot be imported, as on a machine
 without it (an import of `tensorflow` or any of its modules raises `ImportError`).
 
-    python tests/without_tensorflow.py SCRIPT [ARGUMENTS...]
+    python tests/programs/without_tensorflow.py SCRIPT [ARGUMENTS...]
 """
 
 import importlib.abc
