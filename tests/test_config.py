@@ -69,6 +69,12 @@ def test_settings_that_passed_are_checked_again_only_once_one_changes(monkeypatc
     config.parametrization = "unshared"
     config.validate()
     assert len(built) == 3
+    # A value equal to one that passed, of a type the check refuses, is checked again.
+    for field, value in (("units", 16.0), ("weight_norm", 0), ("input_dropout", False)):
+        setattr(config, field, value)
+        with pytest.raises(ValueError, match=f"`{field}`"):
+            config.validate()
+        config = small_config().validate()
     # A copy with other settings is a configuration of its own.
     with pytest.raises(ValueError, match="`units`"):
         dataclasses.replace(config, units=0).validate()

@@ -97,7 +97,7 @@ class TrainConfig:
             value = getattr(self, field.name)
             if isinstance(value, np.generic):
                 setattr(self, field.name, value.item())
-        if self.__dict__.get("_passed") == dataclasses.astuple(self):
+        if self.__dict__.get("_passed") == self._settings():
             return self
         for name in ("units", "num_layers", "embedding_dim", "batch_size", "seq_len", "steps",
                      "eval_every", "eval_batch_size", "test_batch_size",
@@ -129,8 +129,13 @@ class TrainConfig:
         make_cell(self.family, self.parametrization, units=self.units, rank=self.rank,
                   dropout=self.input_dropout, recurrent_dropout=self.recurrent_dropout,
                   mogrifier_rounds=self.mogrifier_rounds, mogrifier_rank=self.mogrifier_rank)
-        self._passed = dataclasses.astuple(self)
+        self._passed = self._settings()
         return self
+
+    def _settings(self):
+        # Each value with its type: 512.0 == 512 and 1 == True, but a float is not a count
+        # and an int not a switch.
+        return tuple((type(value), value) for value in dataclasses.astuple(self))
 
 
 def model_arguments(config):
