@@ -37,10 +37,8 @@ def generate(model, prompt, length=200, temperature=1.0, top_k=None, seed=0, bat
     Returns:
         The sampled continuation (without the prompt): a str, or a list of `batch_size` str.
     """
-    prompt_ids = check_prompt(model, prompt)
-    check_generation_arguments(length, temperature, top_k, seed, len(model.vocabulary))
-    check_positive_int("batch_size", batch_size)
-    return sample(model, prompt_ids, length, temperature, top_k, seed, batch_size, on_chunk)
+    return generate_after(model, check_prompt(model, prompt), length, temperature, top_k, seed,
+                          batch_size, on_chunk)
 
 
 def generate_after(model, prompt_ids, length=200, temperature=1.0, top_k=None, seed=0,
