@@ -7,7 +7,7 @@ The split is scored over every symbol after the first, the state carried across 
 zero state). Without `--data` or `--tfds` the corpus is the one embedded in the package.
 
     python examples/evaluate.py --model runs/quick/model.keras --split valid --dynamic \\
-        --seq-len 50
+        --seq-len 50 --dynamic-lr 3e-4 --dynamic-decay 1e-3
 
 `--dynamic` also scores the split with dynamic evaluation (Krause et al., 2018): the weights
 adapt to each segment of `--seq-len` symbols after it is scored, with RMS-normalized steps

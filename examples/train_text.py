@@ -1,7 +1,7 @@
 """Train a character language model on any text or byte file, or a TFDS text dataset.
 
     python examples/train_text.py --output runs/embedded    # the corpus in the package
-    python examples/train_text.py --data any.txt --output runs/any     # a UTF-8 text file
+    python examples/train_text.py --data my.txt --output runs/text      # a UTF-8 text file
     python examples/train_text.py --data file.bin --kind byte --output runs/bytes
     python examples/train_text.py --tfds tiny_shakespeare --output runs/tfds
 

@@ -182,6 +182,15 @@ def test_a_factorial_study_end_to_end_and_its_rerun(tmp_path, capsys):
     assert progress[-1].startswith(f"study: {tried + len(arms)} of {tried + len(arms)} runs "
                                    f"done; about 0 h 00 min left (0 runs × ")
     assert "| lstm/shared@8 | " in (tmp_path / "results.md").read_text()
+    with open(tmp_path / "runs.csv") as handle:  # every run with figures, every rate tried
+        listed = {r["run"]: r for r in csv.DictReader(handle)}
+    figures = {name: json.loads((tmp_path / "runs" / name / "results.json").read_text())
+               for name in os.listdir(tmp_path / "runs")}
+    figures = {name: run for name, run in figures.items() if run["test_bpc"] is not None}
+    assert set(listed) == set(figures) and len(figures) > len(arms) * 2
+    for name, run in figures.items():
+        assert float(listed[name]["test_bpc"]) == run["test_bpc"]
+        assert float(listed[name]["learning_rate"]) == run["config"]["learning_rate"]
     for row in rows:
         assert row["seeds"] == 2
         assert row["learning_rate"] == selection["chosen"][f"lstm/{row['arm']}"]
@@ -229,6 +238,9 @@ def test_fixed_rates_from_another_study_skip_the_grid(tmp_path):
         "gru-additive-lr0.01-seed3", "gru-additive-lr0.01-seed4",
         "gru-shared-lr0.03-seed3", "gru-shared-lr0.03-seed4"]
     assert {r["arm"]: r["learning_rate"] for r in rows} == {"shared": 3e-2, "additive": 1e-2}
+    # The report names the rates used, not a grid that was never tried.
+    markdown = (tmp_path / "results.md").read_text()
+    assert "Learning rates: fixed for every arm" in markdown and "[0.01, 0.03]" not in markdown
 
 
 @pytest.mark.slow

@@ -44,8 +44,9 @@ def collect(output_dir):
 
 
 def summarize(output_dir):
-    """Writes `results.csv`, `comparisons.csv`, `results.md`, `learning_curves.png` (and,
-    when analysed, `error_recovery.csv`, `error_recovery.png`); returns the arm rows."""
+    """Writes `results.csv`, `comparisons.csv`, `runs.csv`, `results.md`,
+    `learning_curves.png` (and, when analysed, `error_recovery.csv`, `error_recovery.png`);
+    returns the arm rows."""
     plan, runs = collect(output_dir)
     chosen = {**_chosen_rates(runs), **plan["fixed_rates"]}
     counted = _counted(runs, chosen)
@@ -54,6 +55,7 @@ def summarize(output_dir):
     recovery = recovery_rows(counted)
     _write_csv(os.path.join(output_dir, "results.csv"), ARM_COLUMNS, rows)
     _write_csv(os.path.join(output_dir, "comparisons.csv"), COMPARISON_COLUMNS, comparisons)
+    _write_csv(os.path.join(output_dir, "runs.csv"), RUN_COLUMNS, run_rows(runs))
     if recovery:
         _write_csv(os.path.join(output_dir, "error_recovery.csv"), RECOVERY_COLUMNS, recovery)
     plots = _plot(counted, output_dir)
@@ -136,6 +138,27 @@ def arm_rows(runs):
     return rows
 
 
+RUN_COLUMNS = ["run", "family", "arm", "parametrization", "units", "rank", "learning_rate",
+               "seed", "steps", "valid_bpc", "test_bpc", "diverged", "train_seconds",
+               "commit", "modified"]
+
+
+def run_rows(runs):
+    """One row per finished run, chosen rate or not (a run stopped by a NaN has no figures:
+    `selection.json` and the report's bracket table record it as diverged)."""
+    return [{
+        "run": run["name"], "family": run["arm"]["family"], "arm": run["arm"]["name"],
+        "parametrization": run["config"]["parametrization"], "units": run["config"]["units"],
+        "rank": run["config"]["rank"], "learning_rate": run["config"]["learning_rate"],
+        "seed": run["config"]["seed"], "steps": run["steps"], "valid_bpc": run["valid_bpc"],
+        "test_bpc": run["test_bpc"], "diverged": run["diverged"],
+        # (None for a run finished by a resume that had no steps left to time.)
+        "train_seconds": run.get("train_seconds"),
+        "commit": (run.get("code") or {}).get("commit"),
+        "modified": (run.get("code") or {}).get("modified"),
+    } for run in runs]
+
+
 RECOVERY_COLUMNS = ["family", "arm", "seeds", "clean_bits", "first_step_excess",
                     "area_mean", "relative_area_mean", "remaining_after_5",
                     "remaining_after_20", "recovery_steps_mean", "state_cosine"]
@@ -182,6 +205,17 @@ def _bracket_lines(selection):
     return lines + [""]
 
 
+def _rates_line(plan):
+    """How the arms' learning rates were chosen: the grid, unless every rate was fixed."""
+    fixed = plan["fixed_rates"]
+    if all(f"{arm['family']}/{arm['name']}" in fixed for arm in plan["arms"]):
+        return f"Learning rates: fixed for every arm (another study's choice): {fixed}."
+    return (f"Learning rates: {plan['rates']}; each arm's is the one with the lowest "
+            "validation BPC of its first seed, interior to the rates tried (a best rate at the "
+            f"grid's edge grows the grid ×{BRACKET_FACTOR:g} on that side)"
+            + (f"; fixed: {fixed}" if fixed else "") + ".")
+
+
 def results_markdown(plan, runs, rows, comparisons, recovery, plots, all_runs,
                      selection=None):
     config = runs[0]["config"]
@@ -199,10 +233,7 @@ def results_markdown(plan, runs, rows, comparisons, recovery, plots, all_runs,
         f"code: {', '.join(commits)} (every run's `results.json` records its own); seeds "
         f"{sorted({r['config']['seed'] for r in runs})}.",
         "",
-        f"Learning rates: {plan['rates']}; each arm's is the one with the lowest validation "
-        "BPC of its first seed, interior to the rates tried (a best rate at the grid's edge "
-        f"grows the grid ×{BRACKET_FACTOR:g} on that side)" + (
-            f"; fixed: {plan['fixed_rates']}" if plan['fixed_rates'] else "") + ".",
+        _rates_line(plan),
         "",
         *_bracket_lines(selection),
         table(ARM_COLUMNS, rows),
