@@ -18,8 +18,9 @@ TRAIN_CUT = ["--steps", "4", "--eval-every", "2", "--units", "16", "--embedding-
              "--batch-size", "4", "--seq-len", "20", "--valid-symbols", "200",
              "--eval-batch-size", "2", "--test-batch-size", "16", "--sample-length", "5",
              "--checkpoint-every", "none"]
-# The main job runs compiled, as its users run it; the other programs' models, at this size,
-# run in half the time without XLA (XLA's own path is tested in test_training.py).
+# The main job (and the tuner, which has no such flag) runs compiled, as its users run it;
+# train_text's and compare_sharing's models, at this size, run in half the time without XLA
+# (XLA's own path is tested in test_training.py).
 WITHOUT_XLA = ["--jit-compile", "false"]
 CUTS = {
     "examples/train_enwik8.py": TRAIN_CUT,
@@ -139,11 +140,20 @@ def runnable_commands():
     return groups, skipped
 
 
+def _reads_a_run(command):
+    """Whether a command reads what another one wrote (a model, a search's trials)."""
+    return "--model" in command or "tuning/report.py" in command
+
+
 def test_the_documented_commands_are_found():
     groups, skipped = runnable_commands()
     print("\n".join(f"not run: {c!r} ({s}): {r}" for s, c, r in skipped))
     assert sum(len(commands) for commands in groups.values()) >= 15, groups
-    assert len(groups["runs/quick"]) >= 5  # the main job's run, and what reads it
+    assert len(groups.get("runs/quick", [])) >= 5  # the main job's run, and what reads it
+    # Each group starts in an empty directory: what a command reads, an earlier command of
+    # its group wrote (a reader of a program's default --output would start a group alone).
+    for key, commands in groups.items():
+        assert not _reads_a_run(commands[0][1]), (key, commands)
     readme = [c for s, c in documented_commands() if s == "README.md"]
     assert "python examples/train_enwik8.py --quick" in readme  # the first set-up command
 
