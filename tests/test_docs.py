@@ -158,9 +158,12 @@ def test_the_documented_commands_are_found():
     assert "python examples/train_enwik8.py --quick" in readme  # the first set-up command
 
 
+GROUPS = runnable_commands()[0]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("group", runnable_commands()[0])
-def test_every_documented_command_runs_as_written(group, tmp_path):
+@pytest.mark.parametrize("commands", GROUPS.values(), ids=GROUPS.keys())
+def test_every_documented_command_runs_as_written(commands, tmp_path):
     # A fresh clone's layout: the scripts beside their outputs, nothing else.
     for folder in ("examples", "tuning", "benchmarks"):
         os.symlink(os.path.join(ROOT, folder), tmp_path / folder)
@@ -168,7 +171,7 @@ def test_every_documented_command_runs_as_written(group, tmp_path):
                                "tinyshakespeare.txt")).read()[:60_000]
     for name in PLACEHOLDERS:
         (tmp_path / name).write_text(sample)
-    for source, command in runnable_commands()[0][group]:
+    for source, command in commands:
         env, words = _environment(shlex.split(command))
         script = next(w for w in words if w.endswith(".py") or w == "keras_mulrnn")
         words = [sys.executable] + words[1:] + CUTS.get(script, [])

@@ -67,15 +67,20 @@ def summarize(output_dir):
     return rows
 
 
+def _arm_key(arm):
+    """An arm's key from its record in `study.json`: `family/name`, as `Arm.key`."""
+    return f"{arm['family']}/{arm['name']}"
+
+
 def _chosen_rates(runs):
     """Arm key → the rate of its first-seed run with the lowest validation BPC (the rule of
     `select_rates`, applied to the finished runs at hand)."""
     first, best = {}, {}
     for run in runs:
-        key = f"{run['arm']['family']}/{run['arm']['name']}"
+        key = _arm_key(run["arm"])
         first[key] = min(first.get(key, run["config"]["seed"]), run["config"]["seed"])
     for run in runs:
-        key = f"{run['arm']['family']}/{run['arm']['name']}"
+        key = _arm_key(run["arm"])
         if run["config"]["seed"] == first[key] and (
                 key not in best or run["valid_bpc"] < best[key][1]):
             best[key] = (run["config"]["learning_rate"], run["valid_bpc"])
@@ -87,8 +92,7 @@ def _counted(runs, chosen):
     other rates' first-seed runs served the selection only)."""
     counted = []
     for run in runs:
-        arm = run["arm"]
-        rate = chosen.get(f"{arm['family']}/{arm['name']}")
+        rate = chosen.get(_arm_key(run["arm"]))
         if rate is None or run["config"]["learning_rate"] == rate:
             counted.append(run)
     return counted
@@ -208,7 +212,7 @@ def _bracket_lines(selection):
 def _rates_line(plan):
     """How the arms' learning rates were chosen: the grid, unless every rate was fixed."""
     fixed = plan["fixed_rates"]
-    if all(f"{arm['family']}/{arm['name']}" in fixed for arm in plan["arms"]):
+    if all(_arm_key(arm) in fixed for arm in plan["arms"]):
         return f"Learning rates: fixed for every arm (another study's choice): {fixed}."
     return (f"Learning rates: {plan['rates']}; each arm's is the one with the lowest "
             "validation BPC of its first seed, interior to the rates tried (a best rate at the "
