@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from keras_mulrnn.analysis import study
-from keras_mulrnn.analysis.study import runner
+from keras_mulrnn.analysis.study import report, runner
 from keras_mulrnn.lm.lock import LOCK_FILE, DirectoryInUse, hold_directory
 from keras_mulrnn.lm.model import CharLanguageModel
 from keras_mulrnn.saving import load_model
@@ -119,9 +119,9 @@ def test_the_study_trains_the_rate_that_brackets_its_best(tmp_path):
     assert study.select_rates(tmp_path, arms, GRID) == {arm.key: 0.01}
 
 
-def _finish(tmp_path, arm, rate, **results):
-    """The `results.json` of the arm's first-seed run at `rate`."""
-    run = study.study_run(arm, rate, arm.config.seed)
+def _finish(tmp_path, arm, rate, seed=None, **results):
+    """The `results.json` of the arm's run at `rate` (its first seed unless `seed`)."""
+    run = study.study_run(arm, rate, arm.config.seed if seed is None else seed)
     directory = tmp_path / "runs" / run.name
     directory.mkdir(parents=True)
     (directory / "results.json").write_text(json.dumps(
@@ -136,9 +136,53 @@ def test_a_run_no_better_than_uniform_counts_and_one_stopped_by_a_nan_does_not(t
     _finish(tmp_path, arm, 0.005, valid_bpc=2.5, diverged=False)
     _finish(tmp_path, arm, 0.01, valid_bpc=None, test_bpc=None,
             diverged="Non-finite loss at step 3")
-    needed, chosen, how, valid = study.rate_search(tmp_path, arm, GRID)
+    needed, chosen, how, valid, lost = study.rate_search(tmp_path, arm, GRID)
     assert valid == {0.002: 4.58, 0.005: 2.5, 0.01: math.inf}
-    assert (needed, chosen, how) == ([], 0.005, "interior")
+    assert (needed, chosen, how, lost) == ([], 0.005, "interior", {})
+
+
+def test_a_rate_at_which_a_later_seed_diverged_is_chosen_no_longer(tmp_path):
+    """The first seed chooses; a later seed that diverges at the choice (no better than a
+    uniform guess, or stopped by a NaN) makes that rate a diverged one, and the selection
+    goes on: here the best rate left is at the grid's bottom, so the grid grows down."""
+    (arm,) = study.plan_arms(tiny_base(units=8), ("lstm",), "budget", ("shared",))
+    first = arm.config.seed
+    _finish(tmp_path, arm, 0.002, valid_bpc=2.0)
+    _finish(tmp_path, arm, 0.005, valid_bpc=1.6)
+    _finish(tmp_path, arm, 0.01, valid_bpc=None, test_bpc=None, diverged="NaN at step 9")
+    assert study.select_rates(tmp_path, [arm], GRID, seeds=3) == {arm.key: 0.005}
+    _finish(tmp_path, arm, 0.005, seed=first + 1, valid_bpc=1.61)
+    assert study.select_rates(tmp_path, [arm], GRID, seeds=3) == {arm.key: 0.005}
+    _finish(tmp_path, arm, 0.005, seed=first + 2, valid_bpc=6.8, diverged=True)
+    needed, chosen, _, valid, lost = study.rate_search(tmp_path, arm, GRID, seeds=3)
+    assert (needed, chosen, lost) == ([0.001], None, {0.005: [first + 2]})
+    assert valid[0.005] == 1.6  # the first seed's figure is kept, not the rate
+    runs = study.plan_runs([arm], 3, GRID, explored={arm.key: [0.001] + GRID})
+    assert sorted((r.config.learning_rate, r.config.seed) for r in runs) == [
+        (rate, first) for rate in [0.001] + GRID]  # no more seeds at 0.005
+    _finish(tmp_path, arm, 0.001, valid_bpc=2.3)
+    assert study.rate_search(tmp_path, arm, GRID, seeds=3)[1:3] == (0.002, "interior")
+    # Stopped by a NaN counts the same; a seed beyond the study's seeds is none of its own.
+    _finish(tmp_path, arm, 0.002, seed=first + 3, valid_bpc=6.9, diverged=True)
+    assert study.select_rates(tmp_path, [arm], GRID, seeds=3) == {arm.key: 0.002}
+    _finish(tmp_path, arm, 0.002, seed=first + 2, valid_bpc=None, test_bpc=None,
+            diverged="NaN at step 3")
+    assert study.rate_search(tmp_path, arm, GRID, seeds=3)[4] == {
+        0.005: [first + 2], 0.002: [first + 2]}
+    # A rate given alone is the user's: never searched, whatever its seeds did.
+    assert study.rate_search(tmp_path, arm, [0.005], seeds=3)[1:3] == (0.005, "given")
+
+
+def test_the_report_without_a_selection_record_skips_rates_where_a_seed_diverged():
+    arm = {"family": "lstm", "name": "shared"}
+
+    def run(rate, seed, valid, flag=False):
+        return {"arm": arm, "valid_bpc": valid, "diverged": flag,
+                "config": {"learning_rate": rate, "seed": seed}}
+
+    runs = [run(0.01, 3, 2.0), run(0.02, 3, 1.9), run(0.02, 4, 6.8, True), run(0.01, 4, 2.1)]
+    assert report._chosen_rates(runs) == {"lstm/shared": 0.01}
+    assert report._chosen_rates(runs[:2]) == {"lstm/shared": 0.02}
 
 
 def test_the_remaining_time_is_the_runs_left_per_process_at_the_mean_pace():
@@ -226,6 +270,40 @@ def test_a_factorial_study_end_to_end_and_its_rerun(tmp_path, capsys):
     with pytest.raises(ValueError, match="other arms or rates"):
         study.run_study(speech_corpus(), arms, seeds=2, rates=[1e-2], output_dir=tmp_path,
                         verbose=0)
+
+
+@pytest.mark.slow
+def test_a_seed_that_diverges_at_the_chosen_rate_sends_the_arm_to_another(tmp_path,
+                                                                           monkeypatch):
+    """Real training (tiny), but the first later seed trained (it is at the first choice)
+    stops on a NaN: that rate's other seeds are not trained, the selection goes on, and the
+    arm's seeds all come from a rate at which none diverged; the report says why."""
+    tf.config.experimental.enable_op_determinism()
+    base = tiny_base(units=8, embedding_dim=4, steps=4, eval_every=2)
+    arms = study.plan_arms(base, ("lstm",), "budget", ("shared",))
+    (arm,) = arms
+    first, real_train, lost = arm.config.seed, runner.train, []
+
+    def train(corpus, config, directory, **kwargs):
+        if config.seed != first and not lost:
+            lost.append(config.learning_rate)
+            os.makedirs(directory, exist_ok=True)  # (as training has, when it stops)
+            raise FloatingPointError("The training loss became NaN or infinite at step 3.")
+        return real_train(corpus, config, directory, **kwargs)
+
+    monkeypatch.setattr(runner, "train", train)
+    rows = study.run_study(speech_corpus(), arms, seeds=3, rates=[1e-2, 3e-2, 3.0],
+                           output_dir=tmp_path, verbose=0)
+    (dropped,) = lost
+    selection = json.loads((tmp_path / "selection.json").read_text())
+    path, chosen = selection["paths"][arm.key], selection["chosen"][arm.key]
+    assert path["diverged_seeds"] == {f"{dropped:g}": [first + 1]} and chosen != dropped
+    assert rows[0]["learning_rate"] == chosen and rows[0]["seeds"] == 3
+    names = os.listdir(tmp_path / "runs")
+    assert study.study_run(arm, dropped, first + 2).name not in names  # never begun
+    assert all(study.study_run(arm, chosen, seed).name in names
+               for seed in range(first, first + 3))
+    assert f"(seed {first + 1} diverged)" in (tmp_path / "results.md").read_text()
 
 
 def test_fixed_rates_from_another_study_skip_the_grid(tmp_path):
