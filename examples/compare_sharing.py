@@ -10,8 +10,9 @@ control at the budget; `--design budget` compares the `--parametrizations` at on
 integration, the Mogrifier (`--mogrifier-rounds`, default 4 full-rank rounds) and the
 Mogrifier over the shared cell, all at the shared cell's budget.
 Every arm picks its learning rate from `--learning-rates` on the validation split with its
-first seed (that run counts as its first seed); `--rates-from` takes the rates another study
-chose instead. Without `--data` or `--tfds` the corpus is the one embedded in the package.
+first seed (that run counts as its first seed), interior to the rates tried and below any
+rate at which one of its seeds diverged; `--rates-from` takes the rates another study chose
+instead. Without `--data` or `--tfds` the corpus is the one embedded in the package.
 Writes `results.md`, `results.csv`, `comparisons.csv` (paired t-tests, Holm-corrected),
 `learning_curves.png` (and with `--analysis`, `error_recovery.csv` and the raw and normalised
 recovery plots) into `--output`. Rerunning the same command skips finished runs and resumes

@@ -128,9 +128,11 @@ def _finish(tmp_path, arm, rate, seed=None, **results):
         {"test_bpc": 1.0, **results, "config": dataclasses.asdict(run.config)}))
 
 
-def test_a_run_no_better_than_uniform_counts_and_one_stopped_by_a_nan_does_not(tmp_path):
-    """Training's own `diverged` flag is a figure (the run finished, its BPC is real); the
-    study's record of a run stopped by a NaN (the error, a string) is no figure at all."""
+def test_a_run_no_better_than_uniform_has_a_figure_and_one_stopped_by_a_nan_has_none(
+        tmp_path):
+    """Training's own `diverged` flag leaves a figure (the run finished, its BPC is real and
+    recorded; its rate is still never chosen); the study's record of a run stopped by a NaN
+    (the error, a string) is no figure at all."""
     (arm,) = study.plan_arms(tiny_base(units=8), ("lstm",), "budget", ("shared",))
     _finish(tmp_path, arm, 0.002, valid_bpc=4.58, diverged=True)
     _finish(tmp_path, arm, 0.005, valid_bpc=2.5, diverged=False)
@@ -173,16 +175,44 @@ def test_a_rate_at_which_a_later_seed_diverged_is_chosen_no_longer(tmp_path):
     assert study.rate_search(tmp_path, arm, [0.005], seeds=3)[1:3] == (0.005, "given")
 
 
-def test_the_report_without_a_selection_record_skips_rates_where_a_seed_diverged():
-    arm = {"family": "lstm", "name": "shared"}
+def test_the_rates_above_one_where_a_seed_diverged_are_not_chosen_either(tmp_path):
+    """Past the lowest rate at which a seed diverged lies the same edge of stability: a
+    higher rate whose first seed happened to train well is not chosen in its place."""
+    (arm,) = study.plan_arms(tiny_base(units=8), ("lstm",), "budget", ("shared",))
+    first = arm.config.seed
+    grid = [0.002, 0.005, 0.01, 0.02]
+    for rate, valid in zip(grid, (2.2, 2.0, 1.9, 1.95)):
+        _finish(tmp_path, arm, rate, valid_bpc=valid)
+    assert study.select_rates(tmp_path, [arm], grid, seeds=2) == {arm.key: 0.01}
+    _finish(tmp_path, arm, 0.01, seed=first + 1, valid_bpc=6.9, diverged=True)
+    # 0.02 (1.95) is the best left, but it lies above 0.01: 0.005 is chosen instead.
+    assert study.rate_search(tmp_path, arm, grid, seeds=2)[1:3] == (0.005, "interior")
+
+
+def test_the_report_without_a_selection_record_skips_rates_where_a_seed_diverged(tmp_path):
+    """A study's report without the runner's record (unfinished): the first seed's best rate
+    below the lowest rate at which one of the plan's seeds diverged, a NaN included."""
+    (arm,) = study.plan_arms(tiny_base(units=8), ("lstm",), "budget", ("shared",))
+    first, record = arm.config.seed, {"family": "lstm", "name": "shared"}
+    plan = {"base": {"seed": first}, "seeds": 3}
 
     def run(rate, seed, valid, flag=False):
-        return {"arm": arm, "valid_bpc": valid, "diverged": flag,
+        return {"arm": record, "valid_bpc": valid, "diverged": flag,
                 "config": {"learning_rate": rate, "seed": seed}}
 
-    runs = [run(0.01, 3, 2.0), run(0.02, 3, 1.9), run(0.02, 4, 6.8, True), run(0.01, 4, 2.1)]
-    assert report._chosen_rates(runs) == {"lstm/shared": 0.01}
-    assert report._chosen_rates(runs[:2]) == {"lstm/shared": 0.02}
+    runs = [run(0.005, first, 2.2), run(0.01, first, 2.0), run(0.02, first, 1.9),
+            run(0.01, first + 1, 2.1)]
+    assert report._chosen_rates(plan, runs) == {arm.key: 0.02}
+    flagged = run(0.02, first + 2, 6.8, True)
+    assert report._chosen_rates(plan, runs + [flagged]) == {arm.key: 0.01}
+    beyond = run(0.02, first + 3, 6.8, True)  # not one of the plan's seeds
+    assert report._chosen_rates(plan, runs + [beyond]) == {arm.key: 0.02}
+    # A seed stopped by a NaN (which the tables leave out) stops its rate and those above.
+    _finish(tmp_path, arm, 0.01, seed=first + 2, valid_bpc=None, test_bpc=None,
+            diverged="NaN at step 7")
+    stopped = report._stopped_by_nan(tmp_path)
+    assert stopped == [(arm.key, 0.01, first + 2)]
+    assert report._chosen_rates(plan, runs, stopped) == {arm.key: 0.005}
 
 
 def test_the_remaining_time_is_the_runs_left_per_process_at_the_mean_pace():

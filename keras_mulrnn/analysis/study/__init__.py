@@ -24,7 +24,10 @@ the rate with the lowest *validation* BPC is the arm's (the test split is never 
 and that run counts as the arm's first seed; the other seeds train at that rate. The chosen
 rate must be interior to the rates tried: while the best is at an edge, the grid grows on that
 side (`bracket`), so that every arm is tuned as well as the grid allows, not held at a wall.
-Rates chosen elsewhere (another study's `selection.json`) can be given instead.
+A rate at which any seed diverges (a NaN, or no better than a uniform guess) is dropped with
+every rate above it, and the selection goes on (`rate_search`): arms are compared where all
+their seeds train. Rates chosen elsewhere (another study's `selection.json`) can be given
+instead.
 
 **Comparisons**, on the test split only, between runs of the same seed (same data order and
 initialization scheme): per-seed differences, their mean, 95% t-interval, a paired t-test,

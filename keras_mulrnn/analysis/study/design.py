@@ -180,8 +180,9 @@ def study_run(arm, rate, seed):
 
 def bracket(rates, valid):
     """One step of an arm's rate selection. `rates` is the study's grid; `valid` maps each
-    rate whose first-seed run has finished to its validation BPC (`math.inf`: a seed diverged
-    at that rate, the first or any other).
+    rate whose first-seed run has finished to its validation BPC (`math.inf`: a run stopped
+    by a NaN, or a rate that `rate_search` has dropped because a seed diverged there or
+    below).
 
     Returns `(needed, chosen, how)`. Until every rate of the grid has a run, `needed` is the
     rates without one. Then the rate with the lowest validation BPC is chosen only if it is
@@ -225,7 +226,8 @@ def valid_bpc(results):
 def stopped_by_nan(results):
     """Whether a run was stopped by a non-finite loss: the study records that as a string
     `diverged` (the error). A finished run's own flag (`true` when it ended no better than a
-    uniform guess) is a figure like the others: such a run counts, with its BPC."""
+    uniform guess) leaves figures like the others: such a run is listed with its BPC (its
+    rate is never chosen: `diverged`)."""
     return isinstance(results.get("diverged"), str)
 
 

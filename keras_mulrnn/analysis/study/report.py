@@ -22,39 +22,51 @@ def collect(output_dir):
     """The finished runs of a study: one dict per run (results, learning curve, analysis,
     and its arm from `study.json`)."""
     plan = files.read_json(os.path.join(output_dir, STUDY_FILE))
-    arms = {(a["family"], a["name"]): a for a in plan["arms"]}
-    runs_dir = os.path.join(output_dir, "runs")
+    arms = {_arm_key(arm): arm for arm in plan["arms"]}
     finished = []
-    for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else ():
-        directory = os.path.join(runs_dir, name)
-        if not os.path.exists(os.path.join(directory, RESULTS)):
-            continue
-        run = files.read_json(os.path.join(directory, RESULTS), RESULT_FIGURES)
+    for name, directory, run in _run_results(output_dir):
         if stopped_by_nan(run):
             continue  # left out of every table (its rate was not chosen, or it is a lost seed)
-        family, arm_name = run["config"]["family"], name.split("-lr")[0].split("-", 1)[1]
-        run.update(name=name, arm=arms.get((family, arm_name)),
+        run.update(name=name, arm=arms.get(_run_arm_key(name, run)),
                    curve=_validation_curve(os.path.join(directory, LOG)))
         analysis = os.path.join(directory, "analysis.json")
         run["analysis"] = files.read_json(analysis) if os.path.exists(analysis) else None
         if run["arm"] is not None:
             finished.append(run)
     if not finished:
-        raise ValueError(f"No finished runs in {runs_dir!r}: run the study first.")
+        raise ValueError(f"No finished runs in {os.path.join(output_dir, 'runs')!r}: run the "
+                         f"study first.")
     return plan, finished
 
 
-def summarize(output_dir):
+def _run_results(output_dir):
+    """`(name, directory, results)` of each run of a study with a `results.json`."""
+    runs_dir = os.path.join(output_dir, "runs")
+    for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else ():
+        directory = os.path.join(runs_dir, name)
+        if os.path.exists(os.path.join(directory, RESULTS)):
+            yield name, directory, files.read_json(os.path.join(directory, RESULTS),
+                                                   RESULT_FIGURES)
+
+
+def _run_arm_key(name, run):
+    """The arm key of a run, from its directory name (`FAMILY-ARM-lrRATE-seedSEED`)."""
+    return f"{run['config']['family']}/{name.split('-lr')[0].split('-', 1)[1]}"
+
+
+def summarize(output_dir, chosen=None):
     """Writes `results.csv`, `comparisons.csv`, `runs.csv`, `results.md`,
     `learning_curves.png` (and, when analysed, `error_recovery.csv`, `error_recovery.png`);
-    returns the arm rows."""
+    returns the arm rows. `chosen` (arm key → rate) is the runner's choice; without it, the
+    choice recorded in `selection.json` by the study's last finish, or for a study without
+    one (unfinished, or older than the record) `_chosen_rates`."""
     plan, runs = collect(output_dir)
     selection_path = os.path.join(output_dir, SELECTION_FILE)
     selection = files.read_json(selection_path) if os.path.exists(selection_path) else None
-    # The runner's record of its choice; a study without one (unfinished, or older than the
-    # record) is reported at the choice its finished runs make so far.
-    chosen = {**(selection["chosen"] if selection else _chosen_rates(runs)),
-              **plan["fixed_rates"]}
+    if chosen is None:
+        chosen = {**(selection["chosen"] if selection else
+                     _chosen_rates(plan, runs, _stopped_by_nan(output_dir))),
+                  **plan["fixed_rates"]}
     counted = _counted(runs, chosen)
     rows = arm_rows(counted)
     comparisons = comparison_rows(counted, plan)
@@ -76,23 +88,33 @@ def _arm_key(arm):
     return f"{arm['family']}/{arm['name']}"
 
 
-def _chosen_rates(runs):
-    """Arm key → the rate of its first-seed run with the lowest validation BPC among the
-    rates where no seed diverged (the rule of `select_rates`, applied to the finished runs
-    at hand)."""
-    first, best, failed = {}, {}, set()
+def _chosen_rates(plan, runs, stopped=()):
+    """Arm key → the rate of its first-seed run with the lowest validation BPC, below the
+    lowest rate at which one of the plan's seeds diverged (`stopped`: the `(arm key, rate,
+    seed)` of the runs stopped by a NaN, which `runs` leaves out). This is `select_rates`'s
+    rule without its bracket, for a study without its record: the choice its finished runs
+    make so far."""
+    first = plan["base"]["seed"]
+    seeds = range(first, first + plan["seeds"])
+    edge = {}  # arm key → the lowest rate at which a seed diverged
+    for key, rate, seed in [*stopped, *((_arm_key(run["arm"]), run["config"]["learning_rate"],
+                                         run["config"]["seed"]) for run in runs
+                                        if diverged(run))]:
+        if seed in seeds:
+            edge[key] = min(edge.get(key, rate), rate)
+    best = {}
     for run in runs:
-        key = _arm_key(run["arm"])
-        first[key] = min(first.get(key, run["config"]["seed"]), run["config"]["seed"])
-        if diverged(run):
-            failed.add((key, run["config"]["learning_rate"]))
-    for run in runs:
-        key = _arm_key(run["arm"])
-        if run["config"]["seed"] == first[key] and (
-                key, run["config"]["learning_rate"]) not in failed and (
+        key, rate = _arm_key(run["arm"]), run["config"]["learning_rate"]
+        if run["config"]["seed"] == first and rate < edge.get(key, float("inf")) and (
                 key not in best or run["valid_bpc"] < best[key][1]):
-            best[key] = (run["config"]["learning_rate"], run["valid_bpc"])
+            best[key] = (rate, run["valid_bpc"])
     return {key: rate for key, (rate, _) in best.items()}
+
+
+def _stopped_by_nan(output_dir):
+    """The `(arm key, rate, seed)` of each run of a study stopped by a NaN."""
+    return [(_run_arm_key(name, run), run["config"]["learning_rate"], run["config"]["seed"])
+            for name, _, run in _run_results(output_dir) if stopped_by_nan(run)]
 
 
 def _counted(runs, chosen):
@@ -226,6 +248,9 @@ def _rates_line(plan):
     fixed = plan["fixed_rates"]
     if all(_arm_key(arm) in fixed for arm in plan["arms"]):
         return f"Learning rates: fixed for every arm (another study's choice): {fixed}."
+    if len(plan["rates"]) == 1:
+        return (f"Learning rate: {plan['rates'][0]} for every arm (given, not searched)"
+                + (f"; fixed: {fixed}" if fixed else "") + ".")
     return (f"Learning rates: {plan['rates']}; each arm's is the one with the lowest "
             "validation BPC of its first seed, interior to the rates tried (a best rate at the "
             f"grid's edge grows the grid ×{BRACKET_FACTOR:g} on that side), among the rates "

@@ -40,15 +40,17 @@ def rate_search(output_dir, arm, rates, seeds=1):
     `bracket`'s `(needed, chosen, how)`, the first seed's validation BPC at each rate tried
     (`valid`) and the seeds that diverged at a rate (`lost`, rate → seeds; of `seeds` seeds).
 
-    A rate at which any seed diverged counts as diverged, so a chosen rate whose later seed
-    diverges is chosen no longer: the selection goes on without it (its runs are kept). A rate
-    that trains some seeds and not others is past the edge of stability, and arms compared
-    there would differ in their luck rather than their parametrization."""
+    A rate at which any seed diverged counts as diverged, and so does every rate above it: a
+    chosen rate whose later seed diverges is chosen no longer, and the selection goes on
+    without it (its runs are kept). A rate that trains some seeds and not others is past the
+    edge of stability, and arms compared there would differ in their luck rather than their
+    parametrization. (A grid of one rate is the user's: never searched, its seeds count.)"""
     valid, lost = {}, {}
     while True:
+        edge = min(lost, default=math.inf)  # the lowest rate at which a seed diverged
         try:
             needed, chosen, how = bracket(
-                rates, {rate: math.inf if rate in lost else bpc for rate, bpc in valid.items()})
+                rates, {rate: math.inf if rate >= edge else bpc for rate, bpc in valid.items()})
         except FloatingPointError as error:
             raise FloatingPointError(f"{arm.key}: {error}") from None
         found = {}
@@ -155,7 +157,7 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
                                                for rate, seeds_lost in sorted(lost.items())},
                             "bracket": how}
                       for key, (how, valid, lost) in searches.items()}})
-        return summarize(output_dir)
+        return summarize(output_dir, chosen)
 
 
 def _progress(output_dir, arms, seeds, rates, fixed_rates, timed):
@@ -286,8 +288,7 @@ def _train_one(corpus, run, position, directory, verbose, resume=False):
             "study: finished runs are kept, this one resumes.") from None
     except FloatingPointError as error:
         # A rate of the grid may be too high: the run is recorded as diverged (that rate is
-        # never chosen; a seed that diverges is left out of the comparisons) rather than
-        # stopping the study.
+        # never chosen, whichever seed diverged) rather than stopping the study.
         print(f"{position} {run.name}: diverged ({error})", flush=True)
         files.write_json(os.path.join(directory, RESULTS),
                          {"diverged": str(error), "valid_bpc": None, "test_bpc": None,
