@@ -313,9 +313,9 @@ def test_a_run_no_better_than_uniform_counts_and_one_stopped_by_a_nan_does_not(t
     _finish(tmp_path, arm, 0.005, valid_bpc=2.5, diverged=False)
     _finish(tmp_path, arm, 0.01, valid_bpc=None, test_bpc=None,
             diverged="Non-finite loss at step 3")
-    needed, chosen, how, valid = study.rate_search(tmp_path, arm, GRID)
+    needed, chosen, how, valid, lost = study.rate_search(tmp_path, arm, GRID)
     assert valid == {0.002: 4.58, 0.005: 2.5, 0.01: math.inf}
-    assert (needed, chosen, how) == ([], 0.005, "interior")
+    assert (needed, chosen, how, lost) == ([], 0.005, "interior", {})
 
 
 def test_the_remaining_time_is_the_runs_left_per_process_at_the_mean_pace():

@@ -180,7 +180,8 @@ def study_run(arm, rate, seed):
 
 def bracket(rates, valid):
     """One step of an arm's rate selection. `rates` is the study's grid; `valid` maps each
-    rate whose first-seed run has finished to its validation BPC (`math.inf`: diverged).
+    rate whose first-seed run has finished to its validation BPC (`math.inf`: a seed diverged
+    at that rate, the first or any other).
 
     Returns `(needed, chosen, how)`. Until every rate of the grid has a run, `needed` is the
     rates without one. Then the rate with the lowest validation BPC is chosen only if it is
@@ -226,3 +227,9 @@ def stopped_by_nan(results):
     `diverged` (the error). A finished run's own flag (`true` when it ended no better than a
     uniform guess) is a figure like the others: such a run counts, with its BPC."""
     return isinstance(results.get("diverged"), str)
+
+
+def diverged(results):
+    """Whether a run failed to train: stopped by a non-finite loss, or finished no better than
+    a uniform guess (its own flag). Its figures are kept; its rate is never chosen."""
+    return stopped_by_nan(results) or results.get("diverged") is True

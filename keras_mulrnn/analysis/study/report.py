@@ -10,6 +10,7 @@ from keras_mulrnn.analysis.study.design import (
     BRACKET_FACTOR,
     SELECTION_FILE,
     STUDY_FILE,
+    diverged,
     stopped_by_nan,
 )
 from keras_mulrnn.lm import files
@@ -46,7 +47,12 @@ def summarize(output_dir):
     """Writes `results.csv`, `comparisons.csv`, `results.md`, `learning_curves.png` (and,
     when analysed, `error_recovery.csv`, `error_recovery.png`); returns the arm rows."""
     plan, runs = collect(output_dir)
-    chosen = {**_chosen_rates(runs), **plan["fixed_rates"]}
+    selection_path = os.path.join(output_dir, SELECTION_FILE)
+    selection = files.read_json(selection_path) if os.path.exists(selection_path) else None
+    # The runner's record of its choice; a study without one (unfinished, or older than the
+    # record) is reported at the choice its finished runs make so far.
+    chosen = {**(selection["chosen"] if selection else _chosen_rates(runs)),
+              **plan["fixed_rates"]}
     counted = _counted(runs, chosen)
     rows = arm_rows(counted)
     comparisons = comparison_rows(counted, plan)
@@ -56,8 +62,6 @@ def summarize(output_dir):
     if recovery:
         _write_csv(os.path.join(output_dir, "error_recovery.csv"), RECOVERY_COLUMNS, recovery)
     plots = _plot(counted, output_dir)
-    selection_path = os.path.join(output_dir, SELECTION_FILE)
-    selection = files.read_json(selection_path) if os.path.exists(selection_path) else None
     files.write_text(os.path.join(output_dir, "results.md"),
                      results_markdown(plan, counted, rows, comparisons, recovery, plots, runs,
                                       selection))
@@ -65,15 +69,19 @@ def summarize(output_dir):
 
 
 def _chosen_rates(runs):
-    """Arm key → the rate of its first-seed run with the lowest validation BPC (the rule of
-    `select_rates`, applied to the finished runs at hand)."""
-    first, best = {}, {}
+    """Arm key → the rate of its first-seed run with the lowest validation BPC among the
+    rates where no seed diverged (the rule of `select_rates`, applied to the finished runs
+    at hand)."""
+    first, best, failed = {}, {}, set()
     for run in runs:
         key = f"{run['arm']['family']}/{run['arm']['name']}"
         first[key] = min(first.get(key, run["config"]["seed"]), run["config"]["seed"])
+        if diverged(run):
+            failed.add((key, run["config"]["learning_rate"]))
     for run in runs:
         key = f"{run['arm']['family']}/{run['arm']['name']}"
         if run["config"]["seed"] == first[key] and (
+                key, run["config"]["learning_rate"]) not in failed and (
                 key not in best or run["valid_bpc"] < best[key][1]):
             best[key] = (run["config"]["learning_rate"], run["valid_bpc"])
     return {key: rate for key, (rate, _) in best.items()}
@@ -174,8 +182,12 @@ def _bracket_lines(selection):
     lines = ["| arm | chosen | bracket | validation BPC of the first seed at each rate tried |",
              "|---|---|---|---|"]
     for key, path in sorted(paths.items()):
-        tried = ", ".join(f"{rate}: {'diverged' if bpc is None else f'{bpc:.4f}'}"
-                          for rate, bpc in path["tried"].items())
+        lost = path.get("diverged_seeds", {})  # (not recorded before 2026-12-03)
+        tried = ", ".join(
+            f"{rate}: {'diverged' if bpc is None else f'{bpc:.4f}'}"
+            + (f" (seed{'s' if len(lost[rate]) > 1 else ''} "
+               f"{', '.join(map(str, lost[rate]))} diverged)" if rate in lost else "")
+            for rate, bpc in path["tried"].items())
         lines.append(f"| {key} | {selection['chosen'].get(key, '')} | {path['bracket']} | "
                      f"{tried} |")
     return lines + [""]
@@ -200,7 +212,8 @@ def results_markdown(plan, runs, rows, comparisons, recovery, plots, all_runs,
         "",
         f"Learning rates: {plan['rates']}; each arm's is the one with the lowest validation "
         "BPC of its first seed, interior to the rates tried (a best rate at the grid's edge "
-        f"grows the grid ×{BRACKET_FACTOR:g} on that side)" + (
+        f"grows the grid ×{BRACKET_FACTOR:g} on that side), among the rates where no seed "
+        "diverged (stopped by a NaN or no better than a uniform guess)" + (
             f"; fixed: {plan['fixed_rates']}" if plan['fixed_rates'] else "") + ".",
         "",
         *_bracket_lines(selection),

@@ -12,6 +12,7 @@ from keras_mulrnn.analysis.study.design import (
     SELECTION_FILE,
     STUDY_FILE,
     bracket,
+    diverged,
     plan_runs,
     stopped_by_nan,
     study_run,
@@ -38,13 +39,20 @@ POLL_SECONDS = 10
 TAKEN = "taken by another process of this study"
 
 
-def rate_search(output_dir, arm, rates):
-    """Where the rate selection of `arm` stands, from its first-seed runs finished in
-    `output_dir`: `bracket`'s `(needed, chosen, how)` and the `valid` figures it read."""
-    valid = {}
+def rate_search(output_dir, arm, rates, seeds=1):
+    """Where the rate selection of `arm` stands, from its runs finished in `output_dir`:
+    `bracket`'s `(needed, chosen, how)`, the first seed's validation BPC at each rate tried
+    (`valid`) and the seeds that diverged at a rate (`lost`, rate → seeds; of `seeds` seeds).
+
+    A rate at which any seed diverged counts as diverged, so a chosen rate whose later seed
+    diverges is chosen no longer: the selection goes on without it (its runs are kept). A rate
+    that trains some seeds and not others is past the edge of stability, and arms compared
+    there would differ in their luck rather than their parametrization."""
+    valid, lost = {}, {}
     while True:
         try:
-            needed, chosen, how = bracket(rates, valid)
+            needed, chosen, how = bracket(
+                rates, {rate: math.inf if rate in lost else bpc for rate, bpc in valid.items()})
         except FloatingPointError as error:
             raise FloatingPointError(f"{arm.key}: {error}") from None
         found = {}
@@ -52,18 +60,31 @@ def rate_search(output_dir, arm, rates):
             results = _results(output_dir, study_run(arm, rate, arm.config.seed))
             if results is not None:
                 found[rate] = valid_bpc(results)
-        if not found:
-            return needed, chosen, how, valid
-        valid.update(found)
+        if found:
+            valid.update(found)
+            continue
+        failed = [] if chosen is None or how == "given" else _diverged_seeds(
+            output_dir, arm, chosen, seeds)
+        if not failed:
+            return needed, chosen, how, valid, lost
+        lost[chosen] = failed
 
 
-def select_rates(output_dir, arms, rates):
-    """Arm key → the rate chosen by `bracket` from the arm's first-seed runs (the lowest
-    validation BPC, interior to the rates tried; a diverged run is never chosen), for the
-    arms whose selection is over (the others are left out)."""
+def _diverged_seeds(output_dir, arm, rate, seeds):
+    """The seeds of `arm` whose finished run at `rate` diverged."""
+    first = arm.config.seed
+    return [seed for seed in range(first, first + seeds)
+            if (results := _results(output_dir, study_run(arm, rate, seed))) is not None
+            and diverged(results)]
+
+
+def select_rates(output_dir, arms, rates, seeds=1):
+    """Arm key → the rate chosen by `rate_search` (the lowest first-seed validation BPC,
+    interior to the rates tried, at a rate where no seed diverged), for the arms whose
+    selection is over (the others are left out)."""
     chosen = {}
     for arm in arms:
-        rate = rate_search(output_dir, arm, rates)[1]
+        rate = rate_search(output_dir, arm, rates, seeds)[1]
         if rate is not None:
             chosen[arm.key] = rate
     return chosen
@@ -96,6 +117,8 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
         runs, chosen, _ = _plan_so_far(output_dir, arms, seeds, rates, fixed_rates)
         held = False
         for position, run in enumerate(runs, 1):
+            if run not in _plan_so_far(output_dir, arms, seeds, rates, fixed_rates)[0]:
+                continue  # a seed diverged at its rate since the pass began: not chosen now
             started = time.perf_counter()
             try:
                 trained = _run_one(corpus, run, f"[{position}/{len(runs)}]", output_dir,
@@ -109,17 +132,18 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
                 print(_progress(output_dir, arms, seeds, rates, fixed_rates, timed),
                       flush=True)
         runs, chosen, searches = _plan_so_far(output_dir, arms, seeds, rates, fixed_rates)
-        done = {run.name for run in runs if _results(output_dir, run) is not None}
-        if len(chosen) == len(arms) and len(done) == len(runs):
+        left = [run for run in runs if _results(output_dir, run) is None]
+        if len(chosen) == len(arms) and not left:
             break
         if held:  # nothing left for this process but what the others are training
             time.sleep(POLL_SECONDS)
             continue
+        done = _finished_runs(output_dir)  # (those of rates no longer in the plan included)
         if finished is not None and done <= finished:
             # A pass of this process alone that finished nothing new: none ever will.
             raise RuntimeError(
                 f"The study in {output_dir!r} cannot finish: a pass over its runs finished "
-                f"none of the {len(runs) - len(done)} left and no other process holds them. "
+                f"none of the {len(left)} left and no other process holds them. "
                 f"This is a defect of the study's plan; please report it with the command.")
         finished = done
     # Every process of the study ends here; one after the other, they write the same files.
@@ -127,11 +151,14 @@ def run_study(corpus, arms, seeds, rates, output_dir, fixed_rates=None, analysis
         files.write_json(os.path.join(output_dir, SELECTION_FILE), {
             "rates": list(rates), "chosen": chosen, "selected_on": "valid_bpc",
             # Every arm's path: the rates its first seed tried, their validation BPC (null:
-            # diverged) and how the chosen one is bracketed.
+            # stopped by a NaN), the seeds that diverged at a rate (which is then never
+            # chosen) and how the chosen one is bracketed.
             "paths": {key: {"tried": {f"{rate:g}": (bpc if math.isfinite(bpc) else None)
                                       for rate, bpc in sorted(valid.items())},
+                            "diverged_seeds": {f"{rate:g}": seeds_lost
+                                               for rate, seeds_lost in sorted(lost.items())},
                             "bracket": how}
-                      for key, (how, valid) in searches.items()}})
+                      for key, (how, valid, lost) in searches.items()}})
         return summarize(output_dir)
 
 
@@ -141,9 +168,7 @@ def _progress(output_dir, arms, seeds, rates, fixed_rates, timed):
     runs, chosen, _ = _plan_so_far(output_dir, arms, seeds, rates, fixed_rates)
     left = [run for run in runs if _results(output_dir, run) is None]
     others = sum(held_elsewhere(os.path.join(output_dir, "runs", run.name)) for run in left)
-    runs_dir = os.path.join(output_dir, "runs")
-    done = sum(os.path.exists(os.path.join(runs_dir, name, RESULTS))
-               for name in os.listdir(runs_dir))  # every rate tried included
+    done = len(_finished_runs(output_dir))  # every rate tried included
     return "study: " + remaining_time(done, done + len(left), sum(timed) / len(timed),
                                       processes=1 + others,
                                       growing=len(chosen) < len(arms))
@@ -163,16 +188,23 @@ def remaining_time(done, planned, seconds_per_run, processes=1, growing=False):
             f"process{'es' if processes > 1 else ''})")
 
 
+def _finished_runs(output_dir):
+    """The names of the runs with results in `output_dir`, planned now or not."""
+    runs_dir = os.path.join(output_dir, "runs")
+    names = os.listdir(runs_dir) if os.path.isdir(runs_dir) else ()
+    return {name for name in names if os.path.exists(os.path.join(runs_dir, name, RESULTS))}
+
+
 def _plan_so_far(output_dir, arms, seeds, rates, fixed_rates):
     """The runs the study needs now, the rates chosen so far (arm key → rate, the fixed
-    ones included) and each selecting arm's `(how, valid)` (see `bracket`)."""
+    ones included) and each selecting arm's `(how, valid, lost)` (see `rate_search`)."""
     chosen, explored, searches = dict(fixed_rates or {}), {}, {}
     for arm in arms:
         if arm.key in chosen:
             continue
-        needed, rate, how, valid = rate_search(output_dir, arm, rates)
+        needed, rate, how, valid, lost = rate_search(output_dir, arm, rates, seeds)
         explored[arm.key] = sorted(set(valid) | set(needed))
-        searches[arm.key] = (how, valid)
+        searches[arm.key] = (how, valid, lost)
         if rate is not None:
             chosen[arm.key] = rate
     return plan_runs(arms, seeds, rates, chosen, explored), chosen, searches
