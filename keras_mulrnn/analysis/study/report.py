@@ -96,10 +96,10 @@ def _chosen_rates(plan, runs, stopped=()):
     make so far."""
     first = plan["base"]["seed"]
     seeds = range(first, first + plan["seeds"])
+    flagged = [(_arm_key(run["arm"]), run["config"]["learning_rate"], run["config"]["seed"])
+               for run in runs if diverged(run)]
     edge = {}  # arm key → the lowest rate at which a seed diverged
-    for key, rate, seed in [*stopped, *((_arm_key(run["arm"]), run["config"]["learning_rate"],
-                                         run["config"]["seed"]) for run in runs
-                                        if diverged(run))]:
+    for key, rate, seed in [*stopped, *flagged]:
         if seed in seeds:
             edge[key] = min(edge.get(key, rate), rate)
     best = {}
